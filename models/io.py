@@ -134,5 +134,6 @@ def load_model(path) -> tuple[Transformer, dict]:
                 raise ParameterError(f"params {k}", got[k], f"shape does not fit the config, which needs {exp[k]}")
         target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), _stringify(want))
         restored = ck.restore(path / "params", target)
-    nnx.replace_by_pure_dict(abs_state, _unstringify(restored, want))
+    restored = jax.tree.map(jax.numpy.asarray, _unstringify(restored, want))
+    nnx.replace_by_pure_dict(abs_state, restored)
     return nnx.merge(graphdef, abs_state), doc.get("meta", {})

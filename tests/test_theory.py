@@ -27,27 +27,35 @@ from algeval.theory import (
 )
 from algeval.theory.graph import from_edges
 
-SETTINGS = settings(max_examples=80, deadline=None)
+SETTINGS = settings(max_examples=150, deadline=None)
 
 
 # ---------------------------------------------------------------- strategies
 
 
 @st.composite
-def graphs(draw, min_n=1, max_n=9, directed=None):
-    """``(adj, directed)``: a random graph, sparse to dense, self-loops allowed."""
+def graphs_with_start(draw, min_n=1, max_n=9, edge_factor=3):
+    """``(adj, directed, start)``: a random graph, self-loops allowed.
+
+    Half the draws contain a random tree directed away from ``start`` (so
+    every vertex is reachable), plus up to ``edge_factor * n`` random edges.
+    """
     n = draw(st.integers(min_n, max_n))
-    if directed is None:
-        directed = draw(st.booleans())
+    directed = draw(st.booleans())
     vertex = st.integers(0, n - 1)
-    edges = draw(st.lists(st.tuples(vertex, vertex), max_size=3 * n))
-    return from_edges(n, edges, directed=directed), directed
+    edges = draw(st.lists(st.tuples(vertex, vertex), max_size=edge_factor * n))
+    if draw(st.booleans()):
+        label = draw(st.permutations(range(n)))
+        edges += [(label[draw(st.integers(0, i - 1))], label[i]) for i in range(1, n)]
+        start = label[0]
+    else:
+        start = draw(vertex)
+    return from_edges(n, edges, directed=directed), directed, start
 
 
-@st.composite
-def graphs_with_start(draw, **kw):
-    adj, directed = draw(graphs(**kw))
-    return adj, directed, draw(st.integers(0, adj.shape[0] - 1))
+def graphs(**kw):
+    """``(adj, directed)``."""
+    return graphs_with_start(**kw).map(lambda c: c[:2])
 
 
 @st.composite
@@ -94,9 +102,18 @@ def test_bfs_matches_networkx_distances(case):
         np.testing.assert_array_equal(t["frontier"][d], expected == d)
         np.testing.assert_array_equal(t["visited"][d], (expected >= 0) & (expected <= d))
         np.testing.assert_array_equal(t["distance"][d], np.where(expected <= d, expected, -1))
-    # visit order: by layer, ascending id inside a layer; and a valid BFS order
+    # visit order: by layer, ascending id inside a layer; a valid layered BFS order
     assert t.answer == tuple(sorted(nx_dist, key=lambda v: (nx_dist[v], v)))
-    assert is_valid_bfs_order(adj, s, t.answer)
+    assert is_valid_bfs_order(adj, s, t.answer, layered=True)
+
+
+def test_bfs_layer_order_is_not_always_a_queue_order():
+    adj = from_edges(5, [(4, 0), (0, 1), (1, 2), (2, 3)], directed=False)
+    t = bfs(adj, 1)
+    assert t.answer == (1, 0, 2, 3, 4)
+    assert is_valid_bfs_order(adj, 1, t.answer, layered=True)
+    assert not is_valid_bfs_order(adj, 1, t.answer)  # dequeuing 0 before 2 enqueues 4 before 3
+    assert is_valid_bfs_order(adj, 1, (1, 0, 2, 4, 3)) and is_valid_bfs_order(adj, 1, (1, 2, 0, 3, 4))
 
 
 def test_bfs_small_example():
@@ -404,6 +421,8 @@ ADJ = from_edges(3, [(0, 1)], directed=True)
         (lambda: dfs(ADJ, 0.5), "start=0.5: must be an integer"),
         (lambda: bfs(np.zeros((2, 3)), 0), "adj.shape=(2, 3): must be a square"),
         (lambda: path_merging(np.zeros((2, 2, 2))), "adj.shape=(2, 2, 2): must be a square"),
+        (lambda: path_merging(np.zeros((0, 0))), "adj.shape=(0, 0): must be a square (n, n) matrix with n >= 1"),
+        (lambda: dfs([[1, 0], [0]], 0), "adj='ragged': must be a square"),
         (lambda: dfs(ADJ, 0, [0, 0, 1]), "neighbor_order=[0, 0, 1]: must be a permutation"),
         (lambda: shortest_paths(ADJ, 0, 5), "goal=5: must be <= 2"),
         (lambda: next_hops(ADJ, 9, 0), "start=9: must be <= 2"),

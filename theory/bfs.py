@@ -25,7 +25,10 @@ from algeval.theory.trace import Trace
 
 def check_adjacency(adj, name: str = "adj") -> np.ndarray:
     """Return ``adj`` as a boolean ``(n, n)`` array with ``n >= 1``, else raise :class:`ParameterError`."""
-    a = np.asarray(adj)
+    try:
+        a = np.asarray(adj)
+    except ValueError:  # ragged nested lists
+        raise ParameterError(name, "ragged", "must be a square (n, n) matrix with n >= 1") from None
     if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
         raise ParameterError(f"{name}.shape", a.shape, "must be a square (n, n) matrix with n >= 1")
     return a.astype(bool)
@@ -48,6 +51,10 @@ def bfs(adj, start) -> Trace:
     ``answer`` is the visit order: the layers in turn, each layer by
     ascending vertex id.  It contains exactly the vertices reachable from
     ``start``, and ``distance[-1]`` is the full single-source distance vector.
+    This order need not be one a queue-based BFS produces (on the path
+    ``4 - 0 - 1 - 2 - 3`` from 1 it is ``(1, 0, 2, 3, 4)``, but dequeuing 0
+    before 2 enqueues 4 before 3); see
+    :func:`algeval.theory.orders.is_valid_bfs_order` and its ``layered`` flag.
     """
     a = check_adjacency(adj)
     n = a.shape[0]

@@ -36,12 +36,14 @@ def _priority_rank(neighbor_order, n: int) -> np.ndarray:
         perm = neighbor_order.permutation(n)
     else:
         perm = np.asarray(neighbor_order)
-        if perm.shape != (n,) or not np.issubdtype(perm.dtype, np.integer) or not np.array_equal(
-            np.sort(perm), np.arange(n)
-        ):
+        is_perm = (
+            perm.shape == (n,)
+            and np.issubdtype(perm.dtype, np.integer)
+            and np.array_equal(np.sort(perm), np.arange(n))
+        )
+        if not is_perm:
             raise ParameterError(
-                "neighbor_order", neighbor_order.tolist() if hasattr(neighbor_order, "tolist") else neighbor_order,
-                f"must be a permutation of 0..{n - 1} or a numpy Generator",
+                "neighbor_order", perm.tolist(), f"must be a permutation of 0..{n - 1} or a numpy Generator"
             )
     rank = np.empty(n, dtype=np.int64)
     rank[perm] = np.arange(n)

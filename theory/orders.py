@@ -18,6 +18,10 @@ DFS (preorder).  Keeping the DFS path as a stack, every next vertex must be
 an unvisited out-neighbour of the deepest stack vertex that still has an
 unvisited out-neighbour (vertices without one are popped first).
 
+A *layered* BFS check (:func:`is_valid_bfs_order` with ``layered=True``)
+only asks the distances from ``start`` to be non-decreasing along the order:
+the orders of layer-synchronous BFS that visits each layer as a set.
+
 Both checks also require the order to list exactly the vertices reachable
 from ``start``, each once, starting with ``start``.
 """
@@ -29,7 +33,7 @@ from itertools import permutations
 import numpy as np
 
 from algeval.errors import ParameterError, check_int_range
-from algeval.theory.bfs import check_adjacency, check_vertex
+from algeval.theory.bfs import bfs, check_adjacency, check_vertex
 from algeval.theory.graph import transitive_closure
 
 DEFAULT_MAX_COUNT = 100_000
@@ -55,27 +59,39 @@ def _covers_reachable(a: np.ndarray, s: int, out: list[int]) -> bool:
     return bool(out) and out[0] == s and set(out) == set(np.flatnonzero(reach).tolist())
 
 
-def is_valid_bfs_order(adj, start, order) -> bool:
-    """True iff some BFS from ``start`` (some neighbour ordering) visits vertices in ``order``."""
+def is_valid_bfs_order(adj, start, order, layered: bool = False) -> bool:
+    """True iff some BFS from ``start`` (some neighbour ordering) visits vertices in ``order``.
+
+    With ``layered=True`` the test is the weaker one of layer-synchronous BFS
+    with each layer taken as a *set* (visited in any order): the distances
+    from ``start`` must never decrease along ``order``.  The order
+    :func:`algeval.theory.bfs.bfs` returns (each layer by ascending id) always
+    passes that test but not always the queue test: on the path
+    ``4 - 0 - 1 - 2 - 3`` from 1 it is ``(1, 0, 2, 3, 4)``, while a queue that
+    dequeues 0 before 2 must enqueue 4 before 3.
+    """
     a = check_adjacency(adj)
     n = a.shape[0]
     s = check_vertex("start", start, n)
     out = _as_vertex_list(order, n)
     if out is None or not _covers_reachable(a, s, out):
         return False
+    if layered:
+        dist = bfs(a, s)["distance"][-1][out]
+        return bool((np.diff(dist) >= 0).all())
     discovered = np.zeros(n, dtype=bool)
     discovered[s] = True
+    # `order` covers the reachable set, so if every dequeued vertex enqueues exactly
+    # the next block, the queue never runs dry early and j ends at len(out)
     j = 1  # next position of `order` to be enqueued
-    for h, u in enumerate(out):
-        if h >= j:  # u would be dequeued before anything enqueued it
-            return False
+    for u in out:
         new = a[u] & ~discovered
         block = out[j : j + int(new.sum())]
         if set(block) != set(np.flatnonzero(new).tolist()):
             return False
         discovered |= new
         j += len(block)
-    return j == len(out)
+    return True
 
 
 def is_valid_dfs_order(adj, start, order) -> bool:
