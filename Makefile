@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(VENV)/bin/algeval demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 test-all: $(STAMP)
 	$(PY) -m pytest -m ''

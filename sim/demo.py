@@ -23,12 +23,12 @@ DEMO_OPTIONS = {"search": {"max_vertices": 8}}
 
 
 def run_demo(count: int = 256, seed: int = 0) -> int:
-    console = Console()
+    console = Console(width=max(Console().width, 132))
     console.print(f"[bold]algeval demo[/bold]: {len(TASKS)} tasks, {count} examples each, seed {seed}")
     table = Table(title="tasks -> references -> model (untrained)")
-    for col in ("task", "options", "seq", "vocab", "ex/s", "references run", "model", "hooks cached",
-                "loss", "acc", "chance"):
-        table.add_column(col)
+    for col in ("task", "options", "seq x vocab", "examples/s", "references run (steps)", "model",
+                "hooks cached", "loss", "acc (chance)"):
+        table.add_column(col, overflow="fold")
     for name in sorted(TASKS):
         task = get_task(name, **DEMO_OPTIONS.get(name, {}))
         t0 = time.perf_counter()
@@ -49,13 +49,13 @@ def run_demo(count: int = 256, seed: int = 0) -> int:
         k = (batch.answers >= 0).sum(-1)[batch.loss_mask]
         chance = float(np.mean(k / batch.vocab.size))
         opts = ", ".join(f"{a}={b}" for a, b in DEMO_OPTIONS.get(name, {}).items()) or "defaults"
-        table.add_row(name, opts, str(batch.tokens.shape[1]), str(batch.vocab.size), f"{rate:,.0f}",
-                      ", ".join(f"{r}({s} steps)" for r, s in refs.items()) or "-",
+        table.add_row(name, opts, f"{batch.tokens.shape[1]} x {batch.vocab.size}", f"{rate:,.0f}",
+                      ", ".join(f"{r} ({s})" for r, s in refs.items()) or "-",
                       f"{model.num_params():,} params", str(len(cache)), f"{loss:.2f}",
-                      f"{float(exact.mean()):.3f}", f"{chance:.3f}")
+                      f"{float(exact.mean()):.3f} ({chance:.3f})")
         jax.clear_caches()
     console.print(table)
-    first = sorted(TASKS)[0]
+    first = "search"
     task = get_task(first, **DEMO_OPTIONS.get(first, {}))
     batch = task.sample(1, seed)
     console.print(f"\n[bold]one {first} example[/bold]\n{task.describe(batch, 0)}")

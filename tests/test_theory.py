@@ -7,7 +7,7 @@ import functools
 import networkx as nx
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from algeval.errors import ParameterError

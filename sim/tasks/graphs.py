@@ -329,3 +329,22 @@ def resolve_max_len(value, need: int) -> int:
     v = check_int_range("max_len", value, 1, None)
     check(v >= need, "max_len", v, f"sequence longer than max_len: this configuration needs {need}")
     return v
+
+
+def fill(count: int, draw, max_rounds: int = 1000) -> dict:
+    """Rejection sampling by rows: ``draw(rows)`` returns a dict of arrays for the output rows
+    ``rows`` still missing plus ``"ok"``, the rows it accepts; repeat until every row is filled."""
+    out: dict = {}
+    need = np.arange(count)
+    for _ in range(max_rounds):
+        d = draw(need)
+        ok = np.asarray(d.pop("ok"), dtype=bool)
+        for k, v in d.items():
+            if k not in out:
+                out[k] = np.zeros((count,) + v.shape[1:], dtype=v.dtype)
+            out[k][need[ok]] = v[ok]
+        need = need[~ok]
+        if not len(need):
+            return out
+    raise RuntimeError(f"rejection sampling: {len(need)} of {count} rows still rejected after "
+                       f"{max_rounds} rounds; the configuration almost never yields a valid example")
