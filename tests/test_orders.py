@@ -151,7 +151,7 @@ def test_random_searches_give_valid_orders(case, rnd):
     order = dfs(adj, s, np.asarray(perm)).answer
     assert is_valid_dfs_order(adj, s, order)
     assert is_valid_dfs_order(adj, s, dfs(adj, s).answer)
-    assert is_valid_bfs_order(adj, s, bfs(adj, s).answer, layered=True)
+    assert is_valid_bfs_order(adj, s, bfs(adj, s).answer)
     # networkx searches with a random edge insertion order (= random neighbour lists)
     edges = [(int(u), int(v)) for u, v in zip(*np.nonzero(adj))]
     rnd.shuffle(edges)

@@ -102,17 +102,22 @@ def test_bfs_matches_networkx_distances(case):
         np.testing.assert_array_equal(t["frontier"][d], expected == d)
         np.testing.assert_array_equal(t["visited"][d], (expected >= 0) & (expected <= d))
         np.testing.assert_array_equal(t["distance"][d], np.where(expected <= d, expected, -1))
-    # visit order: by layer, ascending id inside a layer; a valid layered BFS order
-    assert t.answer == tuple(sorted(nx_dist, key=lambda v: (nx_dist[v], v)))
-    assert is_valid_bfs_order(adj, s, t.answer, layered=True)
+    # visit order: networkx's FIFO BFS with neighbours in ascending id; a valid queue order
+    g = nx.DiGraph()
+    g.add_nodes_from(range(adj.shape[0]))
+    g.add_edges_from(map(tuple, np.argwhere(adj).tolist()))
+    assert t.answer == (s,) + tuple(v for _, v in nx.bfs_edges(g, s, sort_neighbors=sorted))
+    assert is_valid_bfs_order(adj, s, t.answer)
 
 
-def test_bfs_layer_order_is_not_always_a_queue_order():
+def test_bfs_answer_is_a_queue_order_not_just_layered():
     adj = from_edges(5, [(4, 0), (0, 1), (1, 2), (2, 3)], directed=False)
     t = bfs(adj, 1)
-    assert t.answer == (1, 0, 2, 3, 4)
-    assert is_valid_bfs_order(adj, 1, t.answer, layered=True)
-    assert not is_valid_bfs_order(adj, 1, t.answer)  # dequeuing 0 before 2 enqueues 4 before 3
+    assert t.answer == (1, 0, 2, 4, 3)  # dequeuing 0 before 2 enqueues 4 before 3
+    assert is_valid_bfs_order(adj, 1, t.answer)
+    layer_sorted = (1, 0, 2, 3, 4)
+    assert is_valid_bfs_order(adj, 1, layer_sorted, layered=True)
+    assert not is_valid_bfs_order(adj, 1, layer_sorted)
     assert is_valid_bfs_order(adj, 1, (1, 0, 2, 4, 3)) and is_valid_bfs_order(adj, 1, (1, 2, 0, 3, 4))
 
 

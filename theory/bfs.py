@@ -10,33 +10,14 @@ set of vertices at hop distance ``d`` from ``s``.  The run stops after the
 last non-empty layer, so it records ``D + 1`` states, ``D`` the eccentricity
 of ``s`` (the largest finite distance from it).
 
-This module also holds the argument checks every graph algorithm of
-:mod:`algeval.theory` shares (:func:`check_adjacency`, :func:`check_vertex`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from algeval.errors import ParameterError, check_int_range
-from algeval.theory.graph import bool_matmul
+from algeval.theory.graph import bool_matmul, check_adjacency, check_vertex
 from algeval.theory.trace import Trace
-
-
-def check_adjacency(adj, name: str = "adj") -> np.ndarray:
-    """Return ``adj`` as a boolean ``(n, n)`` array with ``n >= 1``, else raise :class:`ParameterError`."""
-    try:
-        a = np.asarray(adj)
-    except ValueError:  # ragged nested lists
-        raise ParameterError(name, "ragged", "must be a square (n, n) matrix with n >= 1") from None
-    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
-        raise ParameterError(f"{name}.shape", a.shape, "must be a square (n, n) matrix with n >= 1")
-    return a.astype(bool)
-
-
-def check_vertex(name: str, value, n: int) -> int:
-    """Return ``value`` as an int vertex id in ``0..n-1``, else raise :class:`ParameterError`."""
-    return check_int_range(name, value, 0, n - 1)
 
 
 def bfs(adj, start) -> Trace:
@@ -48,13 +29,13 @@ def bfs(adj, start) -> Trace:
     * ``visited[d, v]``   v ∈ F_0 ∪ ... ∪ F_d (distance <= d);
     * ``distance[d, v]``  the distance of v if it is <= d, else ``-1``.
 
-    ``answer`` is the visit order: the layers in turn, each layer by
-    ascending vertex id.  It contains exactly the vertices reachable from
-    ``start``, and ``distance[-1]`` is the full single-source distance vector.
-    This order need not be one a queue-based BFS produces (on the path
-    ``4 - 0 - 1 - 2 - 3`` from 1 it is ``(1, 0, 2, 3, 4)``, but dequeuing 0
-    before 2 enqueues 4 before 3); see
-    :func:`algeval.theory.orders.is_valid_bfs_order` and its ``layered`` flag.
+    ``answer`` is the visit order of a FIFO-queue BFS that enqueues each
+    vertex's unvisited out-neighbours by ascending id: the layers in turn,
+    each layer ordered by (queue position of the parent, vertex id).  On the
+    path ``4 - 0 - 1 - 2 - 3`` from 1 it is ``(1, 0, 2, 4, 3)``.  It is a
+    valid queue-based BFS order (:func:`algeval.theory.orders.is_valid_bfs_order`),
+    contains exactly the vertices reachable from ``start``, and
+    ``distance[-1]`` is the full single-source distance vector.
     """
     a = check_adjacency(adj)
     n = a.shape[0]
@@ -75,7 +56,13 @@ def bfs(adj, start) -> Trace:
         d += 1
         visited |= nxt
         distance[nxt] = d
-        order.extend(int(v) for v in np.flatnonzero(nxt))
+        # queue order within the layer: parents in their visit order, children by id
+        seen = set()
+        for u in order[len(order) - int(frontier.sum()):]:
+            for v in np.flatnonzero(a[u] & nxt):
+                if int(v) not in seen:
+                    seen.add(int(v))
+                    order.append(int(v))
         frontier = nxt
         frontiers.append(frontier)
         visiteds.append(visited.copy())

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from algeval.errors import ParameterError
-from algeval.theory.bfs import check_adjacency, check_vertex
+from algeval.theory.graph import check_adjacency, check_vertex
 from algeval.theory.trace import Trace
 
 

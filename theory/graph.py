@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from algeval.errors import ParameterError, check_int_range
+
 
 def as_adjacency(adj) -> np.ndarray:
     """Validate and return ``adj`` as a boolean ``(..., n, n)`` array."""
@@ -85,3 +87,19 @@ def is_dag(adj: np.ndarray) -> bool:
     c = transitive_closure(adj)
     # a cycle through u means u reaches a successor that reaches u back
     return not bool((bool_matmul(adj, c) & np.eye(adj.shape[-1], dtype=bool)).any())
+
+
+def check_adjacency(adj, name: str = "adj") -> np.ndarray:
+    """Return ``adj`` as a boolean ``(n, n)`` array with ``n >= 1``, else raise :class:`ParameterError`."""
+    try:
+        a = np.asarray(adj)
+    except ValueError:  # ragged nested lists
+        raise ParameterError(name, "ragged", "must be a square (n, n) matrix with n >= 1") from None
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
+        raise ParameterError(f"{name}.shape", a.shape, "must be a square (n, n) matrix with n >= 1")
+    return a.astype(bool)
+
+
+def check_vertex(name: str, value, n: int) -> int:
+    """Return ``value`` as an int vertex id in ``0..n-1``, else raise :class:`ParameterError`."""
+    return check_int_range(name, value, 0, n - 1)

@@ -52,7 +52,7 @@ def khop(seq, k) -> Trace:
     for i, t in enumerate(x.tolist()):
         if t in last:
             find1[i] = last[t] + 1
-        last.setdefault(t, i)
+        last[t] = i
 
     finds = [np.arange(x.size, dtype=np.int64)]
     for _ in range(k):

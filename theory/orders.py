@@ -33,7 +33,8 @@ from itertools import permutations
 import numpy as np
 
 from algeval.errors import ParameterError, check_int_range
-from algeval.theory.bfs import bfs, check_adjacency, check_vertex
+from algeval.theory.bfs import bfs
+from algeval.theory.graph import check_adjacency, check_vertex
 from algeval.theory.graph import transitive_closure
 
 DEFAULT_MAX_COUNT = 100_000

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from algeval.errors import check_int_range
-from algeval.theory.bfs import check_adjacency
+from algeval.theory.graph import check_adjacency
 from algeval.theory.graph import bool_matmul
 from algeval.theory.trace import Trace
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from algeval.theory.bfs import bfs, check_adjacency, check_vertex
+from algeval.theory.bfs import bfs
+from algeval.theory.graph import check_adjacency, check_vertex
 from algeval.theory.trace import Trace
 
 

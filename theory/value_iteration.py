@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from algeval.errors import ParameterError, check_int_range
-from algeval.theory.bfs import check_adjacency
+from algeval.theory.graph import check_adjacency
 from algeval.theory.trace import Trace
 
 

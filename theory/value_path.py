@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from algeval.errors import check_int_range
-from algeval.theory.bfs import check_adjacency, check_vertex
+from algeval.theory.graph import check_adjacency, check_vertex
 from algeval.theory.trace import Trace
 from algeval.theory.value_iteration import check_rewards
 
