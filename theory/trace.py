@@ -65,7 +65,12 @@ class Trace:
 
     def describe(self) -> str:
         """One line per variable: ``name (axis=size, ...)``."""
-        lines = [f"{self.algorithm}: answer={self.answer!r}"]
+        ans = self.answer
+        if isinstance(ans, np.ndarray) and ans.size > 16:
+            ans = f"<{ans.dtype} array {ans.shape}>"
+        else:
+            ans = repr(ans)
+        lines = [f"{self.algorithm}: answer={ans}"]
         for k, v in self.variables.items():
             dims = ", ".join(f"{a}={s}" for a, s in zip(self.axes[k], np.shape(v)))
             lines.append(f"  {k} ({dims})")

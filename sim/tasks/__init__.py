@@ -17,12 +17,7 @@ from algeval.sim.tasks.base import (
     get_task,
     register,
 )
-for _mod in ("search", "graph_queries", "cogeval", "induction", "dfs_trace"):
-    try:  # task modules land one by one; a missing one must not break the rest
-        __import__(f"algeval.sim.tasks.{_mod}")
-    except ModuleNotFoundError as _e:
-        if _e.name != f"algeval.sim.tasks.{_mod}":
-            raise
+from algeval.sim.tasks import cogeval, dfs_trace, graph_queries, induction, search  # noqa: F401,E402  (register)
 
 __all__ = [
     "MASKS", "PAD", "TASKS", "Task", "TaskBatch", "Vocab",

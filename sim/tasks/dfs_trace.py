@@ -180,7 +180,8 @@ class DFSTrace(Task):
         order = m["order"][i][: int(m["order_len"][i])]
         kind = "directed" if self.spec.directed else "undirected"
         return "\n".join([
-            f"graph ({int(m['n_vertices'][i])} vertices, {kind} {self.spec.family}): {edges or '(no edges)'}",
+            f"graph ({int(m['n_vertices'][i])} vertices, {kind} {self.spec.family}): "
+            f"{edges or '(no edges)'}",
             f"start {int(m['start'][i])}; trace ({'any valid order' if self.any_order else 'smallest first'}): "
             f"{' '.join(map(str, order))}",
             "answer sets: " + " ".join(steps),

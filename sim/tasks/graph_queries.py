@@ -103,8 +103,10 @@ class ShortestPath(_GraphQuery):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        mx = self.config["max_vertices"]
-        self._setup(self.config["components"], 4 + check_int_range("max_vertices", mx, 2) - 1, max(1, mx - 1))
+        mx = check_int_range("max_vertices", self.config["max_vertices"], 2)
+        self._setup(self.config["components"], 4 + mx - 1, max(1, mx - 1))
+        check(not (self.spec.family == "er" and self.spec.edge_prob == 0), "edge_prob", self.spec.edge_prob,
+              "er graphs without edges have no paths: needs edge_prob > 0")
 
     def _sample(self, count, rng):
         V = self.spec.num_labels
@@ -187,6 +189,10 @@ class Reachability(_GraphQuery):
               f"undirected {self.config['family']} graphs are connected, so reachability "
               "would never be 'no': needs components >= 2")
         self._setup(c, 3, 1)
+        p, fam = self.spec.edge_prob, self.spec.family
+        check(not (fam == "er" and p == 0), "edge_prob", p, "er graphs without edges are never 'yes'")
+        check(not (fam in ("er", "connected") and p == 1 and c == 1), "edge_prob", p,
+              f"complete {fam} graphs are never 'no': needs edge_prob < 1 or components >= 2")
 
     def _sample(self, count, rng):
         want = rng.random(count) < 0.5
