@@ -14,7 +14,8 @@ data-parallel over every local device, with resumable orbax checkpoints::
 **Objective.**  ``answer_set_nll`` of :mod:`algeval.sim.tasks.base` (``-log`` of
 the probability mass on the answer set, averaged over scored positions),
 optimised with AdamW (weight decay on matrices only: parameters with 2 or more
-axes), a linear warm-up to ``lr`` then cosine decay to 0
+axes; the key biases ``b_K``, whose gradient is zero in exact arithmetic, are
+frozen, see :func:`frozen_mask`), a linear warm-up to ``lr`` then cosine decay to 0
 (``optax.warmup_cosine_decay_schedule``), and global-norm gradient clipping.
 
 **Data.**  Every random draw is a pure function of named integers, no Python
@@ -100,7 +101,7 @@ from algeval.errors import ParameterError, check
 
 __all__ = [
     "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "train", "stream_seed",
-    "lr_schedule", "make_optimizer", "read_metrics", "add_train_parser", "train_main",
+    "lr_schedule", "make_optimizer", "frozen_mask", "read_metrics", "add_train_parser", "train_main",
     "TRAIN", "EVAL", "TRAIN_SET", "SHUFFLE",
 ]
 
@@ -292,14 +293,40 @@ def lr_schedule(cfg: TrainConfig):
         decay_steps=max(cfg.steps, cfg.warmup_steps + 1), end_value=0.0)
 
 
-def make_optimizer(cfg: TrainConfig, params):
-    """AdamW on ``lr_schedule(cfg)``, decaying only matrices, after global-norm clipping."""
+def frozen_mask(model_cfg, params):
+    """True for parameters the optimiser leaves alone: the key biases ``b_K``, unless positions are rotary.
+
+    Softmax attention is invariant to adding the same number to every score of
+    a query, and ``q . b_K`` is such a number, so ``b_K`` gets a zero gradient
+    in exact arithmetic; Adam's ``m / sqrt(v)`` would turn its rounding noise
+    into a random walk of ``lr`` per step.  (With rotary positions the rotated
+    bias depends on the key position and does get a gradient.)
+    """
+    import jax
+
+    freeze = model_cfg.positions != "rotary"
+
+    def is_frozen(path, x):
+        return freeze and any(getattr(p, "key", None) == "b_K" for p in path)
+
+    return jax.tree_util.tree_map_with_path(is_frozen, params)
+
+
+def make_optimizer(cfg: TrainConfig, params, model_cfg=None):
+    """AdamW on ``lr_schedule(cfg)`` after global-norm clipping; see the module docstring.
+
+    Weight decay applies to matrices (parameters with 2 or more axes) only;
+    the parameters of :func:`frozen_mask` get zero updates.
+    """
     import jax
     import optax
 
-    mask = jax.tree.map(lambda x: x.ndim >= 2, params)
-    parts = [] if cfg.grad_clip is None else [optax.clip_by_global_norm(float(cfg.grad_clip))]
-    parts.append(optax.adamw(lr_schedule(cfg), weight_decay=float(cfg.weight_decay), mask=mask))
+    model_cfg = model_cfg if model_cfg is not None else cfg.model_config()
+    parts = [optax.masked(optax.set_to_zero(), frozen_mask(model_cfg, params))]
+    if cfg.grad_clip is not None:
+        parts.append(optax.clip_by_global_norm(float(cfg.grad_clip)))
+    decay = lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)  # noqa: E731
+    parts.append(optax.adamw(lr_schedule(cfg), weight_decay=float(cfg.weight_decay), mask=decay))
     return optax.chain(*parts)
 
 
@@ -309,6 +336,9 @@ def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from the group
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -347,6 +377,8 @@ def _next_pow2(n: int) -> int:
 
 
 # --- the trainer -----------------------------------------------------------------
+
+_JIT_CACHE: dict = {}  # (model config, optimiser, devices) -> (tx, step, eval), so sweeps compile once
 
 @dataclass
 class TrainResult:
@@ -394,29 +426,40 @@ class Trainer:
         self.out_dir = Path(cfg.out_dir).absolute()
         self.is_main = jax.process_index() == 0
 
-        # the model, split once; S initialisations stacked on a leading axis
+        # the model, split once; S initialisations stacked on a leading axis (kept on the host:
+        # the step donates its device buffers, so every run() puts fresh copies on the devices)
         models = [Transformer(self.model_cfg, seed=s) for s in cfg.seeds]
         self.graphdef, state0 = nnx.split(models[0])
-        fn, _ = models[0].functional()
-        self.fn = fn
         states = [state0] + [nnx.split(m)[1] for m in models[1:]]
-        self.tx = make_optimizer(cfg, state0)
+        self._init_params = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *states)
         self.schedule = lr_schedule(cfg)
-        self._init_params = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
         self._train_sets: dict = {}
         self._perms: dict = {}
+        self._prefix = self.task.attention == "prefix-full"
+        key = (self.model_cfg, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.weight_decay, cfg.grad_clip,
+               tuple(d.id for d in self.devices), jax.process_count())
+        if key not in _JIT_CACHE:
+            while len(_JIT_CACHE) >= 8:
+                _JIT_CACHE.pop(next(iter(_JIT_CACHE)))
+            _JIT_CACHE[key] = self._compile(models[0], make_optimizer(cfg, state0, self.model_cfg))
+        self.tx, self._step, self._eval = _JIT_CACHE[key]
 
-        tx, prefix = self.tx, self.task.attention == "prefix-full"
+    def _compile(self, model, tx):
+        """``(tx, step, eval)``: the jitted pure functions (cached per model shape, optimiser and mesh)."""
+        import jax
+        import jax.numpy as jnp
+        import optax
+        from jax.sharding import NamedSharding, PartitionSpec as P
+
+        fn, _ = model.functional()
 
         def loss_fn(params, batch):
             logits, _ = fn(params, batch["tokens"], None, batch.get("prefix_end"))
             return _nll(logits, batch["answers"], batch["loss_mask"])
 
         def one_step(params, opt_state, batch):
-            import optax
-
             loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-            gnorm = optax.global_norm(grads)
+            gnorm = optax.tree.norm(grads)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss, gnorm
 
@@ -428,11 +471,11 @@ class Trainer:
             return per_ex * jnp.maximum(batch["loss_mask"].sum(-1), 1), exact
 
         rep, bsh, esh = self.replicated, self.batch_sharding, self.eval_sharding
-        self._step = jax.jit(jax.vmap(one_step), donate_argnums=(0, 1),
-                             in_shardings=(rep, rep, bsh), out_shardings=(rep, rep, rep, rep))
-        self._eval = jax.jit(jax.vmap(eval_one, in_axes=(0, None)), in_shardings=(rep, esh),
-                             out_shardings=NamedSharding(self.mesh, P(None, "data")))
-        self._prefix = prefix
+        step = jax.jit(jax.vmap(one_step), donate_argnums=(0, 1),
+                       in_shardings=(rep, rep, bsh), out_shardings=(rep, rep, rep, rep))
+        evaluate = jax.jit(jax.vmap(eval_one, in_axes=(0, None)), in_shardings=(rep, esh),
+                           out_shardings=NamedSharding(self.mesh, P(None, "data")))
+        return tx, step, evaluate
 
     # -- data --------------------------------------------------------------------
     def _train_set(self, k: int):
