@@ -437,7 +437,7 @@ class _Builder:
             ov = {(f"tokens:{BOS}", f"{n.label}.frac"): 1.0}
         else:
             ov = {(s, d): 1.0 for s, d in zip(_labels(n.sop), _labels(n))}
-        return HeadSpec(n.label, qk, ov, beta), beta, leak_bound(nkeys, beta, gap) * dev
+        return HeadSpec(n.label, qk, ov, beta, gap), beta, leak_bound(nkeys, beta, gap) * dev
 
     def priority(self, n: P.SelectBest) -> dict:
         """Key priority ``p_k = (rank(score_k) * T + k) / R`` on the query-independent ``one`` row.

@@ -92,6 +92,7 @@ class HeadSpec:
     qk: dict[tuple[str, str], float]
     ov: dict[tuple[str, str], float]
     beta: float = 1.0  # the inverse temperature already folded into qk, recorded for certificates
+    delta: float = 0.5  # the score gap (in units of beta) between intended and other keys
 
     @property
     def query_labels(self) -> tuple[str, ...]:
@@ -236,7 +237,7 @@ class CraftModel:
             "kind": "craft",
             "residual_labels": list(res.labels),
             "vocab": list(vocab),
-            "layers": [{"heads": [{"name": h.name, "beta": h.beta, "reads_q": list(h.query_labels),
+            "layers": [{"heads": [{"name": h.name, "beta": h.beta, "delta": h.delta, "reads_q": list(h.query_labels),
                                    "reads_v": list(h.value_labels),
                                    "writes": sorted({d for _, d in h.ov})} for h in l.heads],
                         "mlps": [{"name": m.name, "hidden": len(m.hidden),

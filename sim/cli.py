@@ -4,6 +4,9 @@
     algeval tasks list
     algeval tasks sample TASK [--OPTION VALUE ...] --count N --seed S
     algeval demo [--count N] [--seed S]
+    algeval build NAME [--max-len T] [--vocab a,b,c] --out DIR [--force]
+    algeval show DIR
+    algeval prove NAME | --all [--dtype float32|float64|both] [--samples N]
 
 A user mistake prints one line on stderr and exits with code 2.
 """
@@ -133,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=256, help="examples per task (default 256)")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
+
+    from algeval.sim.construct_cli import add_parsers
+    add_parsers(sub)
     return p
 
 
@@ -144,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        for name in ("count", "seed"):
+        for name in ("count", "seed", "max_len", "samples"):
             v = getattr(args, name, None)
-            if v is not None and v < (1 if name == "count" else 0):
-                raise ParameterError(f"--{name}", v, f"must be >= {1 if name == 'count' else 0}")
+            if v is not None and v < (1 if name != "seed" else 0):
+                raise ParameterError(f"--{name.replace('_', '-')}", v, f"must be >= {1 if name != 'seed' else 0}")
         return args.func(args)
     except ParameterError as e:
         sys.stderr.write(f"algeval: error: {e}\n")

@@ -127,6 +127,7 @@ def test_seeds_vmapped_in_one_jit_match_single_seed_runs(tmp_path):
     for k in p1:
         np.testing.assert_allclose(pm[1][k], p1[k], atol=1e-5, rtol=1e-5)
     assert not np.allclose(pm[0]["W_E"], pm[1]["W_E"])  # each seed its own init
+    assert not pm[1]["blocks/0/attn/b_K"].any()  # zero gradient in exact arithmetic: frozen
     np.testing.assert_allclose(many.losses[:, 1], one.losses[:, 0], atol=1e-5)
     f1, fm = one.final[0], many.final[1]
     assert fm["seed"] == f1["seed"] == 1 and fm["step"] == 12

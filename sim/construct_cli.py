@@ -1,0 +1,142 @@
+"""CLI commands of the construction stack: ``build``, ``show``, ``prove``.
+
+    algeval build NAME [--max-len T] [--vocab a,b,c] --out DIR [--force]
+    algeval show DIR
+    algeval prove NAME [--max-len T] [--vocab ...] | --all   [--dtype float32|float64|both] [--samples N]
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from algeval.errors import ParameterError
+
+
+def _vocab(text: str | None):
+    if text is None:
+        return None
+    items = tuple(x for x in text.split(",") if x)
+    if not items:
+        raise ParameterError("--vocab", text, "must list tokens separated by commas, e.g. a,b,c")
+    return items
+
+
+def compact(labels) -> str:
+    """``["tokens:a", "tokens:b", "one"]`` -> ``"tokens:{a,b}, one"`` (labels grouped by variable)."""
+    groups: dict[str, list[str]] = {}
+    for lab in labels:
+        var, _, val = lab.partition(":")
+        groups.setdefault(var, [])
+        if val:
+            groups[var].append(val)
+    parts = []
+    for var, vals in groups.items():
+        if not vals:
+            parts.append(var)
+        elif len(vals) > 6:
+            parts.append(f"{var}:{{{vals[0]},{vals[1]},..,{vals[-1]}}} ({len(vals)})")
+        else:
+            parts.append(f"{var}:{{{','.join(vals)}}}")
+    return ", ".join(parts)
+
+
+def cmd_build(args) -> int:
+    from algeval.models.compiler import compile_program
+    from algeval.models.io import save_model
+    from algeval.proofs.claims import make_claim
+
+    claim = make_claim(args.name, args.max_len, _vocab(args.vocab))
+    comp = compile_program(claim.make(), claim.max_len)
+    meta = dict(comp.meta, program=claim.program, claim=claim.name, sizes=claim.sizes, domain=claim.domain(),
+                resources={k: str(v) for k, v in claim.resources.items()})
+    out = save_model(comp.model, args.out, meta=meta, overwrite=args.force)
+    cfg = comp.model.cfg
+    print(f"built {claim.program} (T={claim.max_len}, vocab={','.join(map(str, claim.vocab))}): "
+          f"{cfg.n_layers} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, d_mlp {cfg.d_mlp} -> {out}")
+    print(f"inspect: algeval show {args.out}    certify: algeval prove {args.name} --max-len {claim.max_len}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from algeval.models.io import load_model
+
+    model, meta = load_model(args.dir)
+    cfg = model.cfg
+    print(f"{args.dir}: {meta.get('program', meta.get('kind', 'model'))}  "
+          f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model}, d_head {cfg.d_head}, "
+          f"d_mlp {cfg.d_mlp}, vocab {cfg.vocab_size}, max_len {cfg.max_len}, attention {cfg.attention}, "
+          f"{model.num_params():,} parameters")
+    if "residual_labels" not in meta:
+        print("(no named residual directions: a trained or imported model)")
+        for k in ("task", "task_options", "final_metrics"):
+            if k in meta:
+                print(f"{k}: {meta[k]}")
+        return 0
+    print(f"residual ({len(meta['residual_labels'])} named directions): {compact(meta['residual_labels'])}")
+    if "domain" in meta:
+        print(f"domain: {meta['domain']}")
+    for li, layer in enumerate(meta["layers"]):
+        print(f"layer {li}")
+        for hi, h in enumerate(layer["heads"]):
+            print(f"  head {hi}  computes {h['name']:<14s} beta={h['beta']:.3g} (gap {h.get('delta', 0.5):.3g})"
+                  f"  query reads {compact(h['reads_q'])}; values {compact(h['reads_v'])} -> writes {compact(h['writes'])}")
+        for m in layer["mlps"]:
+            print(f"  mlp      computes {m['name']:<14s} {m['hidden']} hidden units  reads {compact(m['reads'])}"
+                  f" -> writes {compact(m['writes'])}")
+    return 0
+
+
+def cmd_prove(args) -> int:
+    from algeval.proofs.certify import certify, write_certificate
+    from algeval.proofs.claims import default_claims, make_claim
+
+    if args.all == (args.name is not None):
+        raise ParameterError("NAME", args.name, "give one program name or --all")
+    claims = default_claims() if args.all else [make_claim(args.name, args.max_len, _vocab(args.vocab))]
+    dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
+    failed = 0
+    for claim in claims:
+        for dt in dtypes:
+            cert = certify(claim, dtype=dt, samples=args.samples, seed=args.seed)
+            path = write_certificate(cert, args.out)
+            status = "PASS" if cert["passed"] else "FAIL"
+            print(f"{status} {claim.name:<22s} {dt:<8s} {cert['method']:<10s} {cert['checked']:>8d} inputs "
+                  f"({cert['inputs_per_second']:,.0f}/s)  min margin {cert['min_decoding_margin']:.3g}  "
+                  f"worst leak {max([h['worst_leak_measured'] for h in cert['heads']] + [0]):.2g}  -> {path}")
+            if not cert["passed"]:
+                failed += 1
+                if cert["first_counterexample"]:
+                    print(f"  first counterexample: {cert['first_counterexample']}")
+                if not cert["resources_match"]:
+                    print(f"  resources: {cert['resources']}")
+    return 1 if failed else 0
+
+
+def add_parsers(sub) -> None:
+    from algeval.proofs.claims import MAKERS
+
+    names = ", ".join(sorted(MAKERS))
+    b = sub.add_parser("build", help="compile a program to a model directory",
+                       description=f"Compile a library program to exact transformer weights. Programs: {names}.")
+    b.add_argument("name")
+    b.add_argument("--max-len", type=int, default=8, help="longest input (default 8)")
+    b.add_argument("--vocab", default=None, help="comma-separated tokens (default a,b,c,d,e; dyck1: (,))")
+    b.add_argument("--out", required=True, help="model directory to write")
+    b.add_argument("--force", action="store_true", help="replace an existing directory")
+    b.set_defaults(func=cmd_build)
+    s = sub.add_parser("show", help="layer-by-layer summary of a model directory")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_show)
+    p = sub.add_parser("prove", help="check existence claims, write certificates",
+                       description=f"Check a claim exhaustively (<= 1e6 inputs) or by sampling. Programs: {names}.")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--all", action="store_true", help="every default claim")
+    p.add_argument("--max-len", type=int, default=6)
+    p.add_argument("--vocab", default=None)
+    p.add_argument("--dtype", choices=("float32", "float64", "both"), default="float32")
+    p.add_argument("--samples", type=int, default=100_000, help="inputs for a sampled check (default 1e5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="proofs/certificates", help="certificate folder")
+    p.set_defaults(func=cmd_prove)
