@@ -301,11 +301,7 @@ class _Builder:
                 if out:
                     steps.append(step_units(f"{name}.{v}", {lab: 1.0}, 0.5, 0.5, out))
         elif isinstance(n, P.SequenceMap):
-            if isinstance(n.a.kind, P.Numerical) or isinstance(n.b.kind, P.Numerical):
-                if not (isinstance(n.a.kind, P.Numerical) and isinstance(n.b.kind, P.Numerical)
-                        and isinstance(n.kind, P.Numerical)):
-                    raise ParameterError("SequenceMap", n.label, "mixing Numerical and Categorical inputs is not "
-                                         "compiled; Map the Numerical input to Categorical first")
+            if isinstance(n.a.kind, P.Numerical):  # validate() checked both are, and f is affine
                 return self._affine_mlp(n)
             for va, la in zip(n.a.kind.values, _labels(n.a)):
                 for vb, lb in zip(n.b.kind.values, _labels(n.b)):
@@ -484,7 +480,17 @@ class _Builder:
         return m
 
     # -- the whole model -----------------------------------------------------------------------
+    def validate(self) -> None:
+        for n in self.nodes:
+            if isinstance(n, P.SequenceMap) and (isinstance(n.a.kind, P.Numerical) or isinstance(n.b.kind, P.Numerical)):
+                if not (isinstance(n.a.kind, P.Numerical) and isinstance(n.b.kind, P.Numerical)
+                        and isinstance(n.kind, P.Numerical)):
+                    raise ParameterError("SequenceMap", n.label, "mixing Numerical and Categorical inputs is not "
+                                         "compiled; Map the Numerical input to Categorical first")
+                self._affine(n)
+
     def build(self) -> Compiled:
+        self.validate()
         slot = self.schedule()
         self.xmax = 1.0 + max([_span(getattr(n.kind, "values", (0.0, 1.0))) for n in self.nodes
                                if isinstance(n.kind, (P.Numerical, P.SetFraction))] + [1.0])

@@ -378,7 +378,7 @@ def _next_pow2(n: int) -> int:
 
 # --- the trainer -----------------------------------------------------------------
 
-_JIT_CACHE: dict = {}  # (model config, optimiser, devices) -> (tx, step, eval), so sweeps compile once
+_JIT_CACHE: dict = {}  # (model config, optimiser, devices) -> (tx, step, eval, init): sweeps compile once
 
 @dataclass
 class TrainResult:
@@ -442,10 +442,10 @@ class Trainer:
             while len(_JIT_CACHE) >= 8:
                 _JIT_CACHE.pop(next(iter(_JIT_CACHE)))
             _JIT_CACHE[key] = self._compile(models[0], make_optimizer(cfg, state0, self.model_cfg))
-        self.tx, self._step, self._eval = _JIT_CACHE[key]
+        self.tx, self._step, self._eval, self._init_opt = _JIT_CACHE[key]
 
     def _compile(self, model, tx):
-        """``(tx, step, eval)``: the jitted pure functions (cached per model shape, optimiser and mesh)."""
+        """``(tx, step, eval, init)``: the jitted pure functions (cached per model shape, optimiser and mesh)."""
         import jax
         import jax.numpy as jnp
         import optax
@@ -475,7 +475,8 @@ class Trainer:
                        in_shardings=(rep, rep, bsh), out_shardings=(rep, rep, rep, rep))
         evaluate = jax.jit(jax.vmap(eval_one, in_axes=(0, None)), in_shardings=(rep, esh),
                            out_shardings=NamedSharding(self.mesh, P(None, "data")))
-        return tx, step, evaluate
+        init = jax.jit(jax.vmap(tx.init), in_shardings=(rep,), out_shardings=rep)
+        return tx, step, evaluate, init
 
     # -- data --------------------------------------------------------------------
     def _train_set(self, k: int):
@@ -613,7 +614,9 @@ class Trainer:
     def _check_out_dir(self, force: bool):
         cfg_path = self.out_dir / "train_config.json"
         if force and self.is_main:
-            for name in ("checkpoints", "metrics.jsonl", "train_config.json"):
+            names = ["checkpoints", "metrics.jsonl", "train_config.json", "model"]
+            names += [p.name for p in self.out_dir.glob("model_seed*")]
+            for name in names:
                 p = self.out_dir / name
                 shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         if cfg_path.exists():
@@ -640,7 +643,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._check_out_dir(force)
         params = jax.device_put(self._init_params, self.replicated)
-        opt_state = jax.device_put(jax.jit(jax.vmap(self.tx.init))(params), self.replicated)
+        opt_state = self._init_opt(params)
         S = cfg.n_seeds
         mngr = self._manager()
         try:
@@ -648,6 +651,10 @@ class Trainer:
             loss_sum, loss_n, elapsed0 = np.zeros(S), 0, 0.0
             if start:
                 params, opt_state, meta = self._restore(mngr, start, params, opt_state)
+                saved = {k: v for k, v in (meta.get("config") or {}).items() if k != "out_dir"}
+                if saved != {k: v for k, v in cfg.to_json().items() if k != "out_dir"}:
+                    raise ParameterError("out_dir", str(self.out_dir), f"its checkpoint at step {start} belongs "
+                                         "to another train config; use another --out, or --force to start over")
                 loss_sum, loss_n = np.asarray(meta["train_loss_sum"], np.float64), int(meta["train_loss_count"])
                 elapsed0 = float(meta["wallclock"])
             if self.is_main:
@@ -705,7 +712,8 @@ class Trainer:
                         meta = {"step": step, "examples_seen": step * cfg.batch_size,
                                 "data": "streamed" if cfg.train_set_size is None else "fixed-set",
                                 "seeds": list(cfg.seeds), "train_loss_sum": [float(x) for x in loss_sum],
-                                "train_loss_count": loss_n, "wallclock": elapsed0 + time.perf_counter() - t0}
+                                "train_loss_count": loss_n, "wallclock": elapsed0 + time.perf_counter() - t0,
+                                "config": cfg.to_json()}
                         self._save(mngr, step, params, opt_state, meta)
                         last_good = step
                 while pending:
@@ -759,10 +767,14 @@ class Trainer:
 
 
 def _host(x) -> np.ndarray:
-    """A numpy copy of a (replicated or fully addressable) jax array."""
+    """A numpy copy of a jax array, also one spread over several hosts."""
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(x)
-    return np.asarray(x.addressable_data(0))
+    if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _nll(logits, answers, loss_mask):
@@ -872,36 +884,36 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
         "checkpoints every --checkpoint-every steps. Re-running the same command on the same --out "
         "resumes from the last checkpoint. Flags override a --config JSON file.")
     g = p.add_argument_group("task and model")
-    g.add_argument("--config", help="a train_config.json to start from (flags override it)")
-    g.add_argument("--task", help=f"task name (default {dflt('task')}; `algeval tasks list`)")
+    g.add_argument("--config", metavar="FILE", help="a train_config.json to start from (flags override it)")
+    g.add_argument("--task", metavar="NAME", help=f"task name (default {dflt('task')}; `algeval tasks list`)")
     g.add_argument("--task-opt", action="append", metavar="NAME=VALUE", help="a task option, repeatable")
-    g.add_argument("--layers", type=int, help=f"transformer blocks (default {dflt('n_layers')})")
-    g.add_argument("--d-model", type=int, help=f"residual width (default {dflt('d_model')})")
-    g.add_argument("--heads", type=int, help=f"attention heads (default {dflt('n_heads')})")
-    g.add_argument("--d-head", type=int, help=f"head width (default {dflt('d_head')})")
-    g.add_argument("--d-mlp", type=int, help=f"MLP width, 0 for none (default {dflt('d_mlp')})")
+    g.add_argument("--layers", type=int, metavar="N", help=f"transformer blocks (default {dflt('n_layers')})")
+    g.add_argument("--d-model", type=int, metavar="N", help=f"residual width (default {dflt('d_model')})")
+    g.add_argument("--heads", type=int, metavar="N", help=f"attention heads (default {dflt('n_heads')})")
+    g.add_argument("--d-head", type=int, metavar="N", help=f"head width (default {dflt('d_head')})")
+    g.add_argument("--d-mlp", type=int, metavar="N", help=f"MLP width, 0 for none (default {dflt('d_mlp')})")
     g.add_argument("--model-opt", action="append", metavar="NAME=VALUE",
                    help="another TransformerConfig field, e.g. norm=rmsnorm, positions=rotary; repeatable")
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=int, help=f"optimiser updates (default {dflt('steps')})")
-    t.add_argument("--batch-size", type=int, help=f"examples per update and seed (default {dflt('batch_size')})")
-    t.add_argument("--lr", type=float, help=f"peak learning rate (default {dflt('lr')})")
-    t.add_argument("--warmup-steps", type=int, help=f"linear warm-up steps (default {dflt('warmup_steps')})")
-    t.add_argument("--weight-decay", type=float, help=f"AdamW decay of matrices (default {dflt('weight_decay')})")
-    t.add_argument("--grad-clip", help=f"global gradient-norm clip, 'none' for off (default {dflt('grad_clip')})")
-    t.add_argument("--seed", type=int, help="first seed (default 0)")
-    t.add_argument("--seeds", type=int, help="seeds trained at once: seed .. seed+seeds-1 (default 1)")
-    t.add_argument("--train-set-size", type=int, help="train on a fixed set of N examples (default: fresh ones)")
-    t.add_argument("--train-set-seed", type=int, help="share one fixed training set across seeds")
+    t.add_argument("--steps", type=int, metavar="N", help=f"optimiser updates (default {dflt('steps')})")
+    t.add_argument("--batch-size", type=int, metavar="N", help=f"examples per update and seed (default {dflt('batch_size')})")
+    t.add_argument("--lr", type=float, metavar="X", help=f"peak learning rate (default {dflt('lr')})")
+    t.add_argument("--warmup-steps", type=int, metavar="N", help=f"linear warm-up steps (default {dflt('warmup_steps')})")
+    t.add_argument("--weight-decay", type=float, metavar="X", help=f"AdamW decay of matrices (default {dflt('weight_decay')})")
+    t.add_argument("--grad-clip", metavar="X", help=f"global gradient-norm clip, 'none' for off (default {dflt('grad_clip')})")
+    t.add_argument("--seed", type=int, metavar="N", help="first seed (default 0)")
+    t.add_argument("--seeds", type=int, metavar="N", help="seeds trained at once: seed .. seed+seeds-1 (default 1)")
+    t.add_argument("--train-set-size", type=int, metavar="N", help="train on a fixed set of N examples (default: fresh ones)")
+    t.add_argument("--train-set-seed", type=int, metavar="N", help="share one fixed training set across seeds")
     e = p.add_argument_group("evaluation and output")
-    e.add_argument("--eval-every", type=int, help=f"steps between evaluations (default {dflt('eval_every')})")
-    e.add_argument("--eval-count", type=int, help=f"held-out examples (default {dflt('eval_count')})")
-    e.add_argument("--eval-seed", type=int, help="seed of the held-out set (default 0)")
-    e.add_argument("--breakdown", help="comma-separated integer meta fields to break accuracy down by "
+    e.add_argument("--eval-every", type=int, metavar="N", help=f"steps between evaluations (default {dflt('eval_every')})")
+    e.add_argument("--eval-count", type=int, metavar="N", help=f"held-out examples (default {dflt('eval_count')})")
+    e.add_argument("--eval-seed", type=int, metavar="N", help="seed of the held-out set (default 0)")
+    e.add_argument("--breakdown", metavar="FIELDS", help="comma-separated integer meta fields to break accuracy down by "
                    "(default lookahead,n_vertices)")
-    e.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default {dflt('checkpoint_every')})")
-    e.add_argument("--keep-checkpoints", type=int, help=f"checkpoints kept (default {dflt('keep_checkpoints')})")
-    e.add_argument("--out", help="output directory (metrics, checkpoints, model directories)")
+    e.add_argument("--checkpoint-every", type=int, metavar="N", help=f"steps between checkpoints (default {dflt('checkpoint_every')})")
+    e.add_argument("--keep-checkpoints", type=int, metavar="N", help=f"checkpoints kept (default {dflt('keep_checkpoints')})")
+    e.add_argument("--out", metavar="DIR", help="output directory (metrics, checkpoints, model directories)")
     e.add_argument("--force", action="store_true", help="start over if --out holds a different run")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=train_main)
