@@ -163,3 +163,50 @@ def test_compiler_refusals():
     mixed = P.SequenceMap(lambda a, t: a, agg, toks, kind=P.Numerical)
     with pytest.raises(ParameterError, match="SequenceMap"):
         compile_program(mixed, 4)
+
+
+def _reach_program(T, rounds):
+    """Path merging on a functional graph: token i is the successor of vertex i.
+
+    R_0 = {i, succ(i)};  R_{r+1} = union of R_r[k] over k in R_r[i]  (reach within 2^(r+1) hops);
+    the output says whether vertex 0 is reachable from i.
+    """
+    verts = tuple(range(T))
+    toks = P.Tokens(P.Categorical(verts), max_len=T)
+    idx = P.Indices(T)
+    reach = P.SetUnion(P.SetFromCategorical(idx, verts).named("self_set"),
+                       P.SetFromCategorical(toks, verts).named("succ_set")).named("reach0")
+    for r in range(rounds):
+        sel = P.Select(idx, reach, P.Predicate.MEMBER).named(f"in_reach{r}")
+        frac = P.Aggregate(sel, reach).named(f"merge{r}")
+        reach = P.Threshold(frac, 0.0).named(f"reach{r + 1}")
+    zero = P.Map(lambda i: 0, idx).named("zero")
+    return P.Contains(reach, zero).named("reaches0")
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_set_valued_path_merging_compiles_exactly(rounds):
+    T = 6
+    prog = _reach_program(T, rounds)
+    comp = compile_program(prog, T)
+    assert comp.model.cfg.n_layers == rounds + 3  # 2 MLP layers build R_0, one for the answer
+    rng = np.random.default_rng(rounds)
+    inputs = [list(rng.integers(0, T, T)) for _ in range(300)] + [[1, 2, 3, 4, 5, 0]]
+    outs, margins = comp.run(inputs)
+    for x, o in zip(inputs, outs):
+        tr = interpret(prog, x)
+        assert o == list(tr.answer)
+        # the reach sets equal the path-merging reference: within 2^(r+1) hops
+        from algeval.theory.path_merging import path_merging
+        adj = np.zeros((T, T), bool)
+        adj[np.arange(T), x] = True
+        ref = path_merging(adj)
+        want = ref["reach"][min(rounds, len(ref["reach"]) - 1)]
+        got = np.array([[u in s for u in range(T)] for s in tr[f"reach{rounds}"][0]]) \
+            if tr[f"reach{rounds}"].dtype == object else tr[f"reach{rounds}"][0]
+        np.testing.assert_array_equal(got, want)
+        # and the answer is "distance(i, 0) <= 2^rounds"
+        from algeval.theory.graph import hop_distances
+        d = hop_distances(adj)[:, 0]
+        assert o == [bool(0 <= d[i] <= 2 ** rounds) for i in range(T)]
+    assert margins[:, 1:].min() > 0
