@@ -24,22 +24,12 @@ from algeval.theory import (
     is_valid_dfs_order,
 )
 from algeval.theory.graph import from_edges
+from graph_strategies import graphs_with_start as _graphs_with_start
 
 
-@st.composite
-def graphs_with_start(draw, max_n=8, edge_factor=2):
-    """``(adj, start)``; half the draws hold a random tree directed away from start (all reachable)."""
-    n = draw(st.integers(1, max_n))
-    directed = draw(st.booleans())
-    vertex = st.integers(0, n - 1)
-    edges = draw(st.lists(st.tuples(vertex, vertex), max_size=edge_factor * n))
-    if draw(st.booleans()):
-        label = draw(st.permutations(range(n)))
-        edges += [(label[draw(st.integers(0, i - 1))], label[i]) for i in range(1, n)]
-        start = label[0]
-    else:
-        start = draw(vertex)
-    return from_edges(n, edges, directed=directed), start
+def graphs_with_start(max_n=8, edge_factor=2):
+    """``(adj, start)`` drawn by the shared strategy (directedness dropped)."""
+    return _graphs_with_start(max_n=max_n, edge_factor=edge_factor).map(lambda c: (c[0], c[2]))
 
 
 def reachable(adj, s):

@@ -26,31 +26,12 @@ from algeval.theory import (
     value_path_first_steps,
 )
 from algeval.theory.graph import from_edges
+from graph_strategies import graphs_with_start
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
 
 # ---------------------------------------------------------------- strategies
-
-
-@st.composite
-def graphs_with_start(draw, min_n=1, max_n=9, edge_factor=3):
-    """``(adj, directed, start)``: a random graph, self-loops allowed.
-
-    Half the draws contain a random tree directed away from ``start`` (so
-    every vertex is reachable), plus up to ``edge_factor * n`` random edges.
-    """
-    n = draw(st.integers(min_n, max_n))
-    directed = draw(st.booleans())
-    vertex = st.integers(0, n - 1)
-    edges = draw(st.lists(st.tuples(vertex, vertex), max_size=edge_factor * n))
-    if draw(st.booleans()):
-        label = draw(st.permutations(range(n)))
-        edges += [(label[draw(st.integers(0, i - 1))], label[i]) for i in range(1, n)]
-        start = label[0]
-    else:
-        start = draw(vertex)
-    return from_edges(n, edges, directed=directed), directed, start
 
 
 def graphs(**kw):
