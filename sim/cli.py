@@ -7,6 +7,7 @@
     algeval build NAME [--max-len T] [--vocab a,b,c] --out DIR [--force]
     algeval show DIR
     algeval prove NAME | --all [--dtype float32|float64|both] [--samples N]
+    algeval train --task search --task-opt max_vertices=8 --layers 4 ... --out DIR
 
 A user mistake prints one line on stderr and exits with code 2.
 """
@@ -17,6 +18,7 @@ import argparse
 import sys
 
 from algeval.errors import ParameterError
+from algeval.sim.options import coerce
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,27 +27,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
-
-
-def _coerce(text: str, default):
-    """Parse a task option from the command line, typed like its default."""
-    if isinstance(default, bool):
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"expected true/false, got {text!r}")
-    if isinstance(default, int):
-        return int(text)
-    if isinstance(default, float):
-        return float(text)
-    if default is None:
-        for t in (int, float):
-            try:
-                return t(text)
-            except ValueError:
-                pass
-    return text
 
 
 def parse_task_options(task_name: str, args: list[str]) -> dict:
@@ -72,7 +53,7 @@ def parse_task_options(task_name: str, args: list[str]) -> dict:
                 raise ParameterError(f"--{key}", None, "needs a value")
             val, i = args[i + 1], i + 1
         try:
-            out[name] = _coerce(val, params[name][0])
+            out[name] = coerce(val, params[name][0])
         except ValueError:
             raise ParameterError(f"--{key}", val, f"must be of type {type(params[name][0]).__name__}") from None
         i += 1
@@ -138,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     from algeval.sim.construct_cli import add_parsers
+    from algeval.sim.train import add_train_parser
     add_parsers(sub)
+    add_train_parser(sub)
     return p
 
 

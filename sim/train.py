@@ -93,11 +93,11 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from algeval.errors import ParameterError, check
+from algeval.sim.options import parse_literal
 
 __all__ = [
     "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "train", "stream_seed",
@@ -157,7 +157,7 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 64
     lr: float = 1e-3
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None: min(100, steps // 10)
     weight_decay: float = 0.01
     grad_clip: float | None = 1.0
     seed: int = 0
@@ -180,6 +180,8 @@ class TrainConfig:
         check(isinstance(self.model_options, dict), "model_options", self.model_options, "must be a dict")
         check_int_range("steps", self.steps, 1)
         check_int_range("batch_size", self.batch_size, 1)
+        if self.warmup_steps is None:
+            object.__setattr__(self, "warmup_steps", min(100, int(self.steps) // 10))
         check_int_range("warmup_steps", self.warmup_steps, 0, self.steps)
         check_int_range("seed", self.seed, 0)
         check_int_range("n_seeds", self.n_seeds, 1)
@@ -406,7 +408,6 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, devices=None):
         import jax
-        import jax.numpy as jnp
         from flax import nnx
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -838,29 +839,13 @@ class _Progress:
 
 # --- command line ------------------------------------------------------------------
 
-def _literal(text: str):
-    low = text.lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    for t in (int, float):
-        try:
-            return t(text)
-        except ValueError:
-            pass
-    return text
-
-
 def _key_values(items, flag: str) -> dict:
     out = {}
     for item in items or []:
         key, eq, val = item.partition("=")
         if not eq or not key:
             raise ParameterError(flag, item, "must look like NAME=VALUE, e.g. max_vertices=8")
-        out[key.strip().replace("-", "_")] = _literal(val.strip())
+        out[key.strip().replace("-", "_")] = parse_literal(val.strip())
     return out
 
 
@@ -898,7 +883,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, metavar="N", help=f"optimiser updates (default {dflt('steps')})")
     t.add_argument("--batch-size", type=int, metavar="N", help=f"examples per update and seed (default {dflt('batch_size')})")
     t.add_argument("--lr", type=float, metavar="X", help=f"peak learning rate (default {dflt('lr')})")
-    t.add_argument("--warmup-steps", type=int, metavar="N", help=f"linear warm-up steps (default {dflt('warmup_steps')})")
+    t.add_argument("--warmup-steps", type=int, metavar="N", help="linear warm-up steps (default min(100, steps/10))")
     t.add_argument("--weight-decay", type=float, metavar="X", help=f"AdamW decay of matrices (default {dflt('weight_decay')})")
     t.add_argument("--grad-clip", metavar="X", help=f"global gradient-norm clip, 'none' for off (default {dflt('grad_clip')})")
     t.add_argument("--seed", type=int, metavar="N", help="first seed (default 0)")
@@ -937,7 +922,7 @@ def config_from_args(args) -> TrainConfig:
     if getattr(args, "model_opt", None):
         kw["model_options"] = {**kw.get("model_options", {}), **_key_values(args.model_opt, "--model-opt")}
     if getattr(args, "grad_clip", None) is not None:
-        g = _literal(args.grad_clip)
+        g = parse_literal(args.grad_clip)
         if g is not None and not isinstance(g, (int, float)):
             raise ParameterError("--grad-clip", args.grad_clip, "must be a number or 'none'")
         kw["grad_clip"] = None if g in (None, 0) else g

@@ -78,6 +78,28 @@ def _hops_from(adj: np.ndarray, src: np.ndarray, limit: int) -> np.ndarray:
     return d
 
 
+def _shortest_path(adj: np.ndarray, start: np.ndarray, goal: np.ndarray, width: int) -> np.ndarray:
+    """``(B, width + 1)`` a shortest start -> goal path (smallest id at each step), ``-1``-padded."""
+    B = adj.shape[0]
+    dist_to_goal = _hops_to(adj, goal)
+    path = np.full((B, width + 1), -1, np.int64)
+    cur = start.copy()
+    path[:, 0] = cur
+    steps = dist_to_goal[np.arange(B), start]
+    for k in range(1, width + 1):
+        ok = adj[np.arange(B), cur] & (dist_to_goal == (steps - k)[:, None])
+        nxt = np.argmax(ok, axis=-1)
+        go = k <= steps
+        cur = np.where(go, nxt, cur)
+        path[go, k] = cur[go]
+    return path
+
+
+def _hops_to(adj: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """``d[b, u]``: hop distance from u to goal[b] (``-1`` when unreachable)."""
+    return _hops_from(np.swapaxes(adj, 1, 2), goal, adj.shape[-1])
+
+
 @register
 class SearchTask(Task):
     name = "search"
@@ -181,36 +203,56 @@ class SearchTask(Task):
         start = np.argmax(np.where(has_child, rng.random((B, N)), -1.0), axis=-1)
         dist = _hops_from(adj, start, self.L)
         goal = np.argmax(np.where(dist >= 1, rng.random((B, N)), -1.0), axis=-1)
-        # the correct path: greedy descent to the goal along vertices that still reach it
-        reach = _reaches(adj, goal)
-        path = np.full((B, self.L + 1), -1, np.int64)
-        cur = start.copy()
-        path[:, 0] = cur
-        steps = dist[np.arange(B), goal]
-        for k in range(1, self.L + 1):
-            ok = adj[np.arange(B), cur] & reach
-            nxt = np.argmax(ok, axis=-1)
-            go = k <= steps
-            cur = np.where(go, nxt, cur)
-            path[go, k] = cur[go]
-        return adj, n, start, goal, path
+        return adj, n, start, goal, _shortest_path(adj, start, goal, self.L)
 
     def _sample(self, count, rng):
         B, N, V = count, self.N, self.V
         adj, n, start, goal, path = getattr(self, "_" + self.dist)(B, rng)
-        bidx = np.arange(B)
         plen_full = (path >= 0).sum(1)  # vertices on the correct path, start..goal
         if self.prefix == "random":
             k = np.floor(rng.random(B) * (plen_full - 1)).astype(np.int64) + 1  # 1..L vertices
         else:
             k = np.ones(B, np.int64)
+        perm = np.argsort(rng.random((B, V)), axis=1)[:, :N]
+        edge_keys = rng.random((B, N * N))
+        return self.encode(adj, n, start, goal, path, k, perm, edge_keys)
+
+    def encode_graphs(self, adj, start, goal, edge_keys=None) -> TaskBatch:
+        """Examples for given DAGs over labels ``0..max_vertices-1`` (no relabelling).
+
+        ``adj (B, N, N)``; the path so far is the start alone.  Edges are listed
+        in ``edge_keys`` order (default: sorted by (u, v)), so a certificate can
+        fix the edge order and check separately that shuffling it changes nothing.
+        """
+        adj = np.asarray(adj, bool)
+        B, N = adj.shape[0], self.N
+        if adj.shape[1:] != (N, N):
+            raise ValueError(f"adj must be (B, {N}, {N}), got {adj.shape}")
+        start, goal = np.asarray(start, np.int64), np.asarray(goal, np.int64)
+        path = _shortest_path(adj, start, goal, self.L)
+        if (path[:, 0] < 0).any() or (_hops_to(adj, goal)[np.arange(B), start] > self.L).any():
+            raise ValueError(f"every goal must be reachable from its start within max_lookahead={self.L}")
+        keys = np.tile(np.arange(N * N, dtype=float), (B, 1)) if edge_keys is None else edge_keys
+        return self.encode(adj, np.full(B, N), start, goal, path, np.ones(B, np.int64),
+                           np.tile(np.arange(N), (B, 1)), keys)
+
+    def encode(self, adj, n, start, goal, path, k, perm, edge_keys) -> TaskBatch:
+        """Tokens, answer sets and meta for canonical graphs.
+
+        ``adj (B, N, N)`` over canonical vertices, ``n`` vertex counts, ``path``
+        the correct path (``-1``-padded), ``k`` how many of its vertices are
+        written after ``P``, ``perm (B, N)`` canonical vertex -> label, and
+        ``edge_keys (B, N*N)`` the sort keys giving the edge order.
+        """
+        B, N, V = adj.shape[0], self.N, self.V
+        bidx = np.arange(B)
+        plen_full = (path >= 0).sum(1)
         current = path[bidx, k - 1]
         lookahead = plen_full - k
         reach = _reaches(adj, goal)
         answer_mask = adj[bidx, current] & reach  # children of current that still reach goal
 
         # relabel: canonical vertex i -> label perm[b, i]
-        perm = np.argsort(rng.random((B, V)), axis=1)[:, :N]
         present = np.arange(N)[None, :] < n[:, None]
         adj_l = np.zeros((B, V, V), dtype=bool)
         bb, uu, vv = np.nonzero(adj)
@@ -221,7 +263,7 @@ class SearchTask(Task):
 
         # edge list in a random order, then "Q s g P path..."
         tok = self.vocab
-        keys = np.where(adj.reshape(B, -1), rng.random((B, N * N)), 2.0)
+        keys = np.where(adj.reshape(B, -1), edge_keys, np.inf)
         order = np.argsort(keys, axis=1)[:, : self.max_edges]
         ev = np.take_along_axis(adj.reshape(B, -1), order, 1)
         eu, evv = order // N, order % N
