@@ -3,13 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The CPU build of torch that lies on the machines' local wheel dir; pinned first so that the
+# `llm` extra (torch>=2.3, for tests/test_llama.py's PyTorch reference) never pulls a CUDA build.
+TORCH ?= torch==2.13.0
 
 .PHONY: setup demo test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet '$(TORCH)'
+	$(PY) -m pip install --quiet -e '.[test,llm]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -42,11 +42,45 @@ def compact(labels) -> str:
     return ", ".join(parts)
 
 
+SEARCH = ("path-merging", "bfs", "path-merging-looped")
+
+
+def _search_task(args):
+    from algeval.sim.tasks import get_task
+
+    opts = dict(max_vertices=args.max_vertices, distribution=args.distribution, max_out_degree=args.max_out_degree)
+    if args.max_lookahead is not None:
+        opts["max_lookahead"] = args.max_lookahead
+    return get_task("search", **opts)
+
+
+def cmd_build_search(args) -> int:
+    from algeval.models.constructions.search import bfs_search, path_merging_search, to_model
+    from algeval.models.io import save_model
+
+    task = _search_task(args)
+    if args.name == "bfs":
+        craft = bfs_search(task)
+    else:
+        looped = args.name == "path-merging-looped"
+        craft = path_merging_search(task, loop=looped, iterations=args.iterations if looped else None)
+    model, meta = to_model(craft)
+    meta = dict(meta, task="search", task_options=dict(task.config))
+    out = save_model(model, args.out, meta=meta, overwrite=args.force)
+    cfg = model.cfg
+    print(f"built {args.name} for search (max_vertices={task.N}, max_lookahead={task.L}, "
+          f"distribution={task.dist}): {cfg.n_unrolled()} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, "
+          f"d_mlp {cfg.d_mlp}, max_len {cfg.max_len} -> {out}")
+    return 0
+
+
 def cmd_build(args) -> int:
     from algeval.models.compiler import compile_program
     from algeval.models.io import save_model
     from algeval.proofs.claims import make_claim
 
+    if args.name in SEARCH:
+        return cmd_build_search(args)
     claim = make_claim(args.name, args.max_len, _vocab(args.vocab))
     comp = compile_program(claim.make(), claim.max_len)
     meta = dict(comp.meta, program=claim.program, claim=claim.name, sizes=claim.sizes, domain=claim.domain(),
@@ -64,7 +98,7 @@ def cmd_show(args) -> int:
 
     model, meta = load_model(args.dir)
     cfg = model.cfg
-    print(f"{args.dir}: {meta.get('program', meta.get('kind', 'model'))}  "
+    print(f"{args.dir}: {meta.get('program') or meta.get('construction') or meta.get('kind', 'model')}  "
           f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model}, d_head {cfg.d_head}, "
           f"d_mlp {cfg.d_mlp}, vocab {cfg.vocab_size}, max_len {cfg.max_len}, attention {cfg.attention}, "
           f"{model.num_params():,} parameters")
@@ -92,9 +126,18 @@ def cmd_prove(args) -> int:
     from algeval.proofs.certify import certify, write_certificate
     from algeval.proofs.claims import default_claims, make_claim
 
+    from algeval.proofs.search_claims import SearchClaim, certify_search, default_search_claims
+
     if args.all == (args.name is not None):
         raise ParameterError("NAME", args.name, "give one program name or --all")
-    claims = default_claims() if args.all else [make_claim(args.name, args.max_len, _vocab(args.vocab))]
+    if args.name in SEARCH:
+        D = args.max_lookahead if args.max_lookahead is not None else args.max_vertices - 1
+        it = args.iterations if args.name == "path-merging-looped" else None
+        search_claims = [SearchClaim(args.name, args.max_vertices, D, args.method, it)]
+        claims = []
+    else:
+        search_claims = default_search_claims() if args.all else []
+        claims = default_claims() if args.all else [make_claim(args.name, args.max_len, _vocab(args.vocab))]
     dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
     failed = 0
     for claim in claims:
@@ -111,13 +154,30 @@ def cmd_prove(args) -> int:
                     print(f"  first counterexample: {cert['first_counterexample']}")
                 if not cert["resources_match"]:
                     print(f"  resources: {cert['resources']}")
+    for sc in search_claims:
+        cert = certify_search(sc, samples=args.samples, seed=args.seed)
+        path = write_certificate(cert, args.out)
+        status = "PASS" if cert["passed"] else "FAIL"
+        print(f"{status} {sc.name:<40s} {cert['checked']:>8d} graphs ({cert['graphs_per_second']:,.0f}/s)  "
+              f"min margin {cert['min_decoding_margin']:.3g}  -> {path}")
+        if not cert["passed"]:
+            failed += 1
+            if cert["first_counterexample"]:
+                print(f"  first counterexample: {cert['first_counterexample']}")
     return 1 if failed else 0
+
+
+def _search_args(p) -> None:
+    g = p.add_argument_group("search constructions (path-merging, bfs, path-merging-looped)")
+    g.add_argument("--max-vertices", type=int, default=8, help="vertices per graph, at most (default 8)")
+    g.add_argument("--max-lookahead", type=int, default=None, help="largest lookahead D (default: the most allowed)")
+    g.add_argument("--iterations", type=int, default=2, help="path-merging-looped: merge iterations r (default 2)")
 
 
 def add_parsers(sub) -> None:
     from algeval.proofs.claims import MAKERS
 
-    names = ", ".join(sorted(MAKERS))
+    names = ", ".join(sorted(MAKERS) + list(SEARCH))
     b = sub.add_parser("build", help="compile a program to a model directory",
                        description=f"Compile a library program to exact transformer weights. Programs: {names}.")
     b.add_argument("name")
@@ -125,6 +185,10 @@ def add_parsers(sub) -> None:
     b.add_argument("--vocab", default=None, help="comma-separated tokens (default a,b,c,d,e; dyck1: (,))")
     b.add_argument("--out", required=True, help="model directory to write")
     b.add_argument("--force", action="store_true", help="replace an existing directory")
+    _search_args(b)
+    b.add_argument("--distribution", default="naive", help="search: the prompt distribution whose length the model "
+                   "must hold (default naive)")
+    b.add_argument("--max-out-degree", type=int, default=3, help="search, naive: out-degree cap (default 3)")
     b.set_defaults(func=cmd_build)
     s = sub.add_parser("show", help="layer-by-layer summary of a model directory")
     s.add_argument("dir")
@@ -139,4 +203,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--samples", type=int, default=100_000, help="inputs for a sampled check (default 1e5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="proofs/certificates", help="certificate folder")
+    _search_args(p)
+    p.add_argument("--method", choices=("exhaustive", "sampled"), default="sampled",
+                   help="search constructions: exhaustive (every DAG, n <= 5) or sampled (default)")
     p.set_defaults(func=cmd_prove)

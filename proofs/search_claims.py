@@ -1,0 +1,281 @@
+"""Existence claims for the ``search`` constructions, and their checks.
+
+A :class:`SearchClaim` says: *the construction (path merging, BFS, or looped
+path merging with ``r`` iterations), built for graphs with at most ``n``
+vertices and lookahead at most ``D``, predicts a correct next vertex on the
+domain*.  Domains:
+
+* ``exhaustive`` -- every DAG on the ``n`` vertex labels (vertices without
+  edges are simply absent from the prompt, so every DAG on at most ``n``
+  vertices is included), every start and every goal reachable from it within
+  ``D`` hops, edges listed in sorted order; a separate sampled check confirms
+  that shuffling the edge order never changes the prediction;
+* ``sampled`` -- ``samples`` seeded draws from the task's ``balanced`` and
+  ``naive`` distributions with random path prefixes.
+
+Resources are sympy expressions in ``n``, ``D`` and the prompt length ``T``
+(derived from the construction's named directions and hidden units; see
+:mod:`algeval.models.constructions.search`), and every certificate compares
+them with the built model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from algeval.errors import ParameterError, check_int_range
+
+n, D, T, r = sp.symbols("n D T r", positive=True, integer=True)
+
+CONSTRUCTIONS = ("path-merging", "bfs", "path-merging-looped")
+
+RESOURCES = {
+    "path-merging": dict(
+        layers=sp.ceiling(sp.log(D, 2)) + 3, heads=2,
+        d_model=4 * n**2 + 5 * n + 12 + T,
+        d_mlp=sp.Piecewise((4 * n**2 - n, sp.Eq(D, 1)), (n**3 + 2 * n**2, True))),
+    "bfs": dict(layers=sp.Max(D, 2) + 2, heads=2, d_model=3 * n**2 + 6 * n + 12 + T, d_mlp=2 * n**2),
+    "path-merging-looped": dict(layers=r + 3, heads=2, d_model=4 * n**2 + 5 * n + 12 + T,
+                                d_mlp=n**3 + 2 * n**2),
+}
+
+
+@dataclass(frozen=True)
+class SearchClaim:
+    construction: str
+    max_vertices: int
+    max_lookahead: int
+    method: str  # "exhaustive" | "sampled"
+    iterations: int | None = None  # looped construction only
+
+    def __post_init__(self):
+        if self.construction not in CONSTRUCTIONS:
+            raise ParameterError("construction", self.construction, f"must be one of {', '.join(CONSTRUCTIONS)}")
+        check_int_range("max_vertices", self.max_vertices, 3, 32)
+        if self.method not in ("exhaustive", "sampled"):
+            raise ParameterError("method", self.method, "must be exhaustive or sampled")
+        if self.method == "exhaustive" and self.max_vertices > 5:
+            raise ParameterError("max_vertices", self.max_vertices, "an exhaustive check enumerates every DAG: <= 5")
+
+    @property
+    def name(self) -> str:
+        it = f"-r{self.iterations}" if self.iterations is not None else ""
+        return f"{self.construction}{it}-n{self.max_vertices}-D{self.max_lookahead}-{self.method}"
+
+    def task(self, distribution: str = "naive"):
+        from algeval.sim.tasks import get_task
+
+        opts = dict(max_vertices=self.max_vertices, distribution=distribution)
+        if distribution == "naive":
+            opts["max_out_degree"] = self.max_vertices - 1  # every DAG fits the prompt
+            opts["max_lookahead"] = self.max_lookahead
+        else:
+            opts["max_lookahead"] = min(self.max_lookahead, (self.max_vertices - 1) // 2)
+            opts["path_prefix"] = "random"
+        return get_task("search", **opts)
+
+    def domain(self) -> str:
+        if self.method == "exhaustive":
+            return (f"every DAG on at most {self.max_vertices} labelled vertices, every start and every goal "
+                    f"reachable from it within {self.max_lookahead} hops (edges in sorted order)")
+        return (f"random search prompts, n <= {self.max_vertices}, lookahead <= {self.max_lookahead} "
+                "(balanced and naive distributions, random path prefixes)")
+
+    def lookahead_reached(self) -> int:
+        return 2 ** self.iterations if self.iterations is not None else self.max_lookahead
+
+    def expected_resources(self, prompt_len: int) -> dict[str, int]:
+        subs = {n: self.max_vertices, D: self.max_lookahead, T: prompt_len, r: self.iterations or 0}
+        return {k: int(sp.sympify(e).subs(subs)) for k, e in RESOURCES[self.construction].items()}
+
+
+def build(claim: SearchClaim, task, beta_scale: float = 1.0, dtype: str = "float32"):
+    """The claim's model for ``task`` (all inverse temperatures multiplied by ``beta_scale``)."""
+    from algeval.models.constructions.search import bfs_search, path_merging_search, to_model
+
+    if claim.construction == "bfs":
+        craft = bfs_search(task, claim.max_lookahead)
+    else:
+        looped = claim.construction == "path-merging-looped"
+        craft = path_merging_search(task, claim.max_lookahead, loop=looped, iterations=claim.iterations)
+    if beta_scale != 1.0:
+        for layer in craft.layers:
+            for h in layer.heads:
+                h.qk = {k: v * beta_scale for k, v in h.qk.items()}
+                h.beta *= beta_scale
+    return to_model(craft, dtype) + (craft,)
+
+
+def all_dags(nv: int) -> np.ndarray:
+    """Every DAG on ``nv`` labelled vertices, ``(count, nv, nv)`` bool (29,281 for ``nv = 5``)."""
+    out = []
+    # choose, per unordered pair, one of: no edge, u->v, v->u; keep the acyclic ones
+    unordered = [(u, v) for u in range(nv) for v in range(u + 1, nv)]
+    from algeval.theory.graph import transitive_closure
+
+    for choice in itertools.product((0, 1, 2), repeat=len(unordered)):
+        a = np.zeros((nv, nv), bool)
+        for (u, v), c in zip(unordered, choice):
+            if c == 1:
+                a[u, v] = True
+            elif c == 2:
+                a[v, u] = True
+        out.append(a)
+    adj = np.stack(out)
+    closure = transitive_closure(adj)
+    cyclic = (np.einsum("buv,bvu->b", adj.astype(np.int64), closure.astype(np.int64)) > 0)
+    return adj[~cyclic]
+
+
+def exhaustive_queries(nv: int, max_lookahead: int):
+    """``(adj, start, goal)`` arrays for every DAG and every reachable (start, goal) within the lookahead."""
+    from algeval.theory.graph import hop_distances
+
+    adj = all_dags(nv)
+    dist = hop_distances(adj)
+    b, s, g = np.nonzero((dist >= 1) & (dist <= max_lookahead))
+    return adj[b], s, g
+
+
+def _correct(model, batch, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: argmax in the answer set, and the margin (best correct logit minus best other logit)."""
+    import jax
+    import jax.numpy as jnp
+
+    fn, state = model.functional()
+    run = jax.jit(lambda st, toks: fn(st, toks)[0][:, -1])
+    oks, margins = [], []
+    for i in range(0, len(batch), chunk):
+        logits = np.asarray(run(state, jnp.asarray(batch.tokens[i:i + chunk])))
+        ans = batch.answers[i:i + chunk, -1]
+        mask = np.zeros_like(logits, bool)
+        rows = np.repeat(np.arange(len(ans))[:, None], ans.shape[1], 1)
+        mask[rows[ans >= 0], ans[ans >= 0]] = True
+        best_in = np.where(mask, logits, -np.inf).max(1)
+        best_out = np.where(mask, -np.inf, logits).max(1)
+        oks.append(np.argmax(logits, 1)[:, None] == np.where(ans >= 0, ans, -1))
+        margins.append(best_in - best_out)
+    ok = np.concatenate([o.any(1) for o in oks])
+    return ok, np.concatenate(margins)
+
+
+def certify_search(claim: SearchClaim, samples: int = 100_000, seed: int = 0, beta_scale: float = 1.0,
+                   shuffle_samples: int = 20_000, dtype: str = "float32") -> dict:
+    """Check ``claim``; return its certificate (same schema family as :func:`algeval.proofs.certify.certify`)."""
+    from algeval import __version__
+    from algeval.proofs.certify import _versions
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    if claim.method == "exhaustive":
+        task = claim.task("naive")
+        adj, s, g = exhaustive_queries(claim.max_vertices, claim.max_lookahead)
+        batches = [task.encode_graphs(adj, s, g)]
+        # the same prompts with a shuffled edge order must give the same predictions
+        pick = rng.choice(len(adj), min(shuffle_samples, len(adj)), replace=False)
+        shuffled = task.encode_graphs(adj[pick], s[pick], g[pick],
+                                      edge_keys=rng.random((len(pick), claim.max_vertices ** 2)))
+    else:
+        tasks = [claim.task("naive"), claim.task("balanced")]
+        task = tasks[0]
+        batches = [t.sample(samples // 2 + (samples % 2) * (i == 0), seed + i) for i, t in enumerate(tasks)]
+        pick = shuffled = None
+    # a prompt length fits the model if it is at most the model's max_len: left-pad to one width
+    width = max(b.tokens.shape[1] for b in batches)
+    model, meta, craft = build(claim, claim.task("naive"), beta_scale, dtype)  # naive prompts are the longest
+    t_build = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    oks, margins, n_checked, counterexample = [], [], 0, None
+    for b in batches:
+        b = _pad(b, width)
+        ok, margin = _correct(model, b)
+        if counterexample is None and not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            counterexample = {"tokens": " ".join(t for t in b.vocab.decode(b.tokens[i]) if t != "<pad>"),
+                              "answer_set": b.vocab.decode(b.answer_set(i))}
+        oks.append(ok)
+        margins.append(margin)
+        n_checked += len(b)
+    ok = np.concatenate(oks)
+    t_check = time.perf_counter() - t1
+    shuffle_ok = None
+    if shuffled is not None:
+        base = _pad(batches[0][pick], width)
+        sh = _pad(shuffled, width)
+        fn_pred = lambda bb: np.argmax(np.asarray(model(bb.tokens))[:, -1], 1)  # noqa: E731
+        shuffle_ok = int(sum((fn_pred(base[i:i + 2048]) == fn_pred(sh[i:i + 2048])).sum()
+                             for i in range(0, len(pick), 2048)))
+    built = {"layers": model.cfg.n_unrolled(), "heads": model.cfg.n_heads, "d_model": model.cfg.d_model,
+             "d_mlp": model.cfg.d_mlp}
+    expected = claim.expected_resources(model.cfg.max_len)
+    passed = bool(ok.all()) and expected == built and (shuffle_ok is None or shuffle_ok == len(pick))
+    return {
+        "claim": claim.name,
+        "construction": claim.construction,
+        "statement": (f"a {built['layers']}-layer transformer ({claim.construction}) predicts a correct next vertex "
+                      + (f"on {claim.domain()}" if claim.method == "exhaustive" else
+                         f"with no failure in {n_checked} samples of {claim.domain()}")),
+        "domain": claim.domain(),
+        "method": claim.method,
+        "checked": n_checked,
+        "failed": int((~ok).sum()),
+        "passed": passed,
+        "exact_on_domain": passed and claim.method == "exhaustive",
+        "first_counterexample": counterexample,
+        "edge_order_shuffle": None if shuffle_ok is None else {"checked": len(pick), "same_prediction": shuffle_ok},
+        "min_decoding_margin": float(np.concatenate(margins).min()),
+        "lookahead_reached": claim.lookahead_reached(),
+        "heads": [{"name": h.name, "layer": li, "beta": h.beta, "delta": h.delta} for li, layer in
+                  enumerate(craft.layers) for h in layer.heads],
+        "beta_scale": beta_scale,
+        "resources": {k: {"formula": str(RESOURCES[claim.construction][k]), "expected": expected[k],
+                          "built": built[k]} for k in built},
+        "resources_match": expected == built,
+        "sizes": {"n": claim.max_vertices, "D": claim.max_lookahead, "T": model.cfg.max_len,
+                  "r": claim.iterations},
+        "dtype": dtype,
+        "seed": seed,
+        "seconds": {"build": round(t_build, 3), "check": round(t_check, 3)},
+        "graphs_per_second": round(n_checked / max(t_check, 1e-9), 1),
+        "versions": _versions(__version__),
+    }
+
+
+def _pad(b, width: int):
+    """Left-pad a batch's tokens (and answers) to ``width`` positions."""
+    from algeval.sim.tasks.base import TaskBatch
+
+    extra = width - b.tokens.shape[1]
+    if extra <= 0:
+        return b
+    return TaskBatch(task=b.task, tokens=np.pad(b.tokens, ((0, 0), (extra, 0))),
+                     answers=np.pad(b.answers, ((0, 0), (extra, 0), (0, 0)), constant_values=-1),
+                     loss_mask=np.pad(b.loss_mask, ((0, 0), (extra, 0))), vocab=b.vocab, attention=b.attention,
+                     meta=b.meta)
+
+
+def smallest_passing_beta_scale(claim: SearchClaim, samples: int = 2000, seed: int = 1, tol: float = 0.02) -> float:
+    """Bisection on the factor multiplying every derived beta: the smallest that still passes ``samples`` inputs."""
+    lo, hi = 0.0, 1.0
+    probe = SearchClaim(claim.construction, claim.max_vertices, claim.max_lookahead, "sampled", claim.iterations)
+    if not certify_search(probe, samples=samples, seed=seed)["passed"]:
+        raise ParameterError("claim", claim.name, "fails even at the derived beta")
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        if certify_search(probe, samples=samples, seed=seed, beta_scale=mid)["passed"]:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def default_search_claims() -> list[SearchClaim]:
+    """What ``algeval prove --all`` checks for the search constructions."""
+    out = [SearchClaim(c, 5, 4, "exhaustive", 2 if c.endswith("looped") else None) for c in CONSTRUCTIONS]
+    out += [SearchClaim("path-merging", 8, 7, "sampled"), SearchClaim("bfs", 8, 7, "sampled")]
+    out += [SearchClaim("path-merging-looped", 8, min(2 ** k, 7), "sampled", k) for k in (1, 2, 3)]
+    return out
