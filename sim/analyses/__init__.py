@@ -30,7 +30,7 @@ from algeval.sim.analyses.common import Acts, GraphInfo, collect, graph_info, ol
 from algeval.sim.analyses.geometry import event_times, representation_geometry
 from algeval.sim.analyses.named import Named
 from algeval.sim.analyses.orders import best_agreement_counts, order_matching, order_scores, state_graph
-from algeval.sim.analyses.probes import fit_probe, probe_accuracy, probe_labels, probes
+from algeval.sim.analyses.probes import fit_ridge, hop_labels, probe_accuracy, probes
 from algeval.sim.analyses.report import add_analyze_parser, analyze, analyze_main, run_all
 from algeval.sim.analyses.verdict import format_table, verdict
 
@@ -38,8 +38,8 @@ __all__ = [
     "Acts", "GraphInfo", "Named",
     "ablate_heads", "activation_patching", "add_analyze_parser", "analyze", "analyze_main",
     "attention_to_path", "attribution_patching", "best_agreement_counts", "causal_tests", "collect",
-    "corrupted_pairs", "event_times", "fit_probe", "format_table", "graph_info", "head_ablation_sweep",
-    "logit_diffs", "ols", "order_matching", "order_scores", "path_regression", "probe_accuracy",
-    "probe_labels", "probes", "random_model_like", "representation_geometry", "resolve_control",
+    "corrupted_pairs", "event_times", "fit_ridge", "format_table", "graph_info", "head_ablation_sweep",
+    "hop_labels", "logit_diffs", "ols", "order_matching", "order_scores", "path_regression", "probe_accuracy",
+    "probes", "random_model_like", "representation_geometry", "resolve_control",
     "run_all", "state_graph", "verdict",
 ]

@@ -10,7 +10,9 @@
     ``blocks.{l}.hook_resid_post`` (coordinate ``l``);
   - ``attn (example, layer, head, pos)``: the attention row of the decision
     position (the last scored position) from ``blocks.{l}.attn.hook_pattern``;
-  - ``logits (example, vocab)`` at the decision position.
+  - ``logits (example, vocab)`` at the decision position;
+  - ``dec (example, layer, d_model)``: the residual stream at the decision
+    position (same layer axis as ``reps``).
 
 * :func:`graph_info` derives, per example, the graph facts every analysis
   needs (decision vertex, target, hop distances, correct and competing
@@ -78,6 +80,8 @@ class GraphInfo:
     answer_children: np.ndarray  # (B, V) bool: the decision vertex's correct next vertices
     task: str = ""
     notes: dict = field(default_factory=dict)
+    dist: np.ndarray | None = None          # (B, V, V) all-pairs hop distances (-1 unreachable)
+    reward_query: np.ndarray | None = None  # (B,) bool: rewards come from the task (CogEval value path)
 
     @property
     def B(self) -> int:
@@ -171,7 +175,7 @@ def graph_info(batch) -> GraphInfo:
     comp[b, decision] = False
     notes["value_path_queries"] = int(value_q.sum())
     return GraphInfo(adj, mentioned, decision, target, dist_from, dist_to, rewards, correct, comp,
-                     answer_children, batch.task, notes)
+                     answer_children, batch.task, notes, D, value_q)
 
 
 def value_iteration_positive(adj: np.ndarray, rewards: np.ndarray, steps: int) -> np.ndarray:
@@ -201,6 +205,7 @@ class Acts:
     logits: np.ndarray      # (B, vocab) at the decision position
     mentioned: np.ndarray   # (B, V) bool
     qpos: np.ndarray        # (B,) decision positions
+    dec: np.ndarray | None = None  # (B, L + 1, D) float32: the residual stream at the decision position
 
     @property
     def n_layers(self) -> int:
@@ -214,7 +219,8 @@ class Acts:
         return Named(self.reps, ("example", "layer", "vertex", "d_model"), {"layer": self.layer_coords})
 
     def __getitem__(self, idx) -> "Acts":
-        return Acts(self.reps[idx], self.attn[idx], self.logits[idx], self.mentioned[idx], self.qpos[idx])
+        return Acts(self.reps[idx], self.attn[idx], self.logits[idx], self.mentioned[idx], self.qpos[idx],
+                    None if self.dec is None else self.dec[idx])
 
 
 _REDUCERS: dict = {}
@@ -228,14 +234,17 @@ def _reducer(model):
 
     def reduce(state, tokens, M, qpos, prefix_end):
         logits, cache = fn(state, tokens, None, prefix_end)
-        reps = [jnp.einsum("bvt,btd->bvd", M, cache["blocks.0.hook_resid_pre"].astype(jnp.float32))]
-        rows = []
+        resid = [cache["blocks.0.hook_resid_pre"]] + [cache[f"blocks.{l}.hook_resid_post"] for l in range(L)]
+        reps, dec, rows = [], [], []
+        for r in resid:
+            r = r.astype(jnp.float32)
+            reps.append(jnp.einsum("bvt,btd->bvd", M, r))
+            dec.append(jnp.take_along_axis(r, qpos[:, None, None], axis=1)[:, 0])
         for l in range(L):
-            reps.append(jnp.einsum("bvt,btd->bvd", M, cache[f"blocks.{l}.hook_resid_post"].astype(jnp.float32)))
             pat = cache[f"blocks.{l}.attn.hook_pattern"].astype(jnp.float32)  # (B, H, T, T)
             rows.append(jnp.take_along_axis(pat, qpos[:, None, None, None], axis=2)[:, :, 0, :])
         lg = jnp.take_along_axis(logits.astype(jnp.float32), qpos[:, None, None], axis=1)[:, 0]
-        return jnp.stack(reps, 1), jnp.stack(rows, 1), lg
+        return jnp.stack(reps, 1), jnp.stack(rows, 1), lg, jnp.stack(dec, 1)
 
     key = (id(type(model)), cfg, L)
     f = _REDUCERS.get(key)
@@ -270,13 +279,10 @@ def collect(model, batch, chunk: int = 256) -> Acts:
 
         args = (padded(tokens[sl]), padded(M[sl]), padded(qpos[sl]),
                 None if pe is None else padded(np.asarray(pe)[sl]))
-        r, a, lg = f(state, *args)
-        outs.append((np.asarray(r)[:n], np.asarray(a)[:n], np.asarray(lg)[:n]))
-    reps = np.concatenate([o[0] for o in outs])
-    attn = np.concatenate([o[1] for o in outs])
-    logits = np.concatenate([o[2] for o in outs])
+        outs.append([np.asarray(x)[:n] for x in f(state, *args)])
+    reps, attn, logits, dec = (np.concatenate([o[k] for o in outs]) for k in range(4))
     mentioned = M.sum(-1) > 0
-    return Acts(reps, attn, logits, mentioned, qpos)
+    return Acts(reps, attn, logits, mentioned, qpos, dec)
 
 
 def random_model_like(model, seed: int = 12345):

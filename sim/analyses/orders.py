@@ -57,7 +57,8 @@ maximisation).  Reported: the mean score over examples, the mean chance,
 ``p_perm`` (normal approximation to the permutation distribution of the
 mean; also the empirical ``(1 + #{perm mean >= score}) / (n_perm + 1)``),
 and, with a control model, its score and a one-sided paired t-test over
-examples.
+examples (an example where the control's ``tau`` has no strict pair counts
+at that example's permutation chance).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class StateGraph:
     rem: np.ndarray     # (E, n) bool: still unplaced after placing v (v excluded)
     level: np.ndarray   # (E,) |S| of the source state
     n_states: int
+    start: int = 0
     complete: bool = True
 
 
@@ -144,22 +146,23 @@ def state_graph(adj: np.ndarray, start: int, kind: str, max_states: int = MAX_ST
         for k in range(n):
             rem[:, k] = [(r >> k) & 1 for r in bits]
     return StateGraph(n, np.asarray(src, np.int64), np.asarray(dst, np.int64), np.asarray(vs, np.int64),
-                      rem, np.asarray(lev, np.int64), len(ids), complete)
+                      rem, np.asarray(lev, np.int64), len(ids), start, complete)
 
 
 def best_agreement_counts(graphs: list[StateGraph], W: np.ndarray) -> np.ndarray:
     """Max over valid orders of ``sum_{u before v} W[p, u, v]``, per graph and weight row.
 
     ``W (G, P, N, N)`` (``N >= every graph's n``, padding rows unused).  Returns ``(G, P)``.
-    Solved by the level-synchronous DP of the module docstring over all graphs at once.
+    Solved by the level-synchronous DP of the module docstring over all graphs at once; the
+    start vertex, placed first by every order, contributes ``sum_u W[p, start, u]``.
     """
     G, P, N, _ = W.shape
+    first = np.stack([W[i, :, g.start, : g.n].sum(-1) - W[i, :, g.start, g.start] for i, g in enumerate(graphs)]) \
+        if G else np.zeros((0, P))
     offs = np.cumsum([0] + [g.n_states for g in graphs])
-    if offs[-1] == 0:
-        return np.zeros((G, P))
     E = sum(len(g.src) for g in graphs)
     if E == 0:
-        return np.zeros((G, P))
+        return first.astype(np.float64)
     src = np.empty(E, np.int64)
     dst = np.empty(E, np.int64)
     gid = np.empty(E, np.int64)
@@ -188,7 +191,7 @@ def best_agreement_counts(graphs: list[StateGraph], W: np.ndarray) -> np.ndarray
         s = src[a:b]
         starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
         f[s[starts]] = np.maximum.reduceat(val, starts, axis=0)
-    return f[offs[:-1]].astype(np.float64)
+    return f[offs[:-1]].astype(np.float64) + first
 
 
 # --- per-example local graphs -----------------------------------------------------------------
@@ -330,6 +333,10 @@ def _summarise(score: np.ndarray, perm: np.ndarray, ctrl: np.ndarray | None) -> 
            "chance_q95": float(np.nanquantile(pm, 0.95)) if np.isfinite(pm).any() else float("nan"),
            "p_perm": p_norm, "p_perm_empirical": p_emp, "n_examples": int(ok.sum())}
     if ctrl is not None:
+        # a control without strict pairs carries no order information: it scores the example's chance
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ctrl = np.where(np.isfinite(ctrl), ctrl, np.nanmean(perm, axis=0))
         both = ok & np.isfinite(ctrl)
         diff, p, n = paired_greater(score[both], ctrl[both])
         out.update({"control": float(np.nanmean(ctrl)) if np.isfinite(ctrl).any() else float("nan"),

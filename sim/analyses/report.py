@@ -155,12 +155,25 @@ def _markdown(res: dict, title: str) -> str:
         L.append("")
     p = res.get("probes")
     if p:
-        L += ["## Probes (balanced accuracy, mean over blocks)", "",
-              "| variable | probe | shuffled | control model | p | best block |", "|---|---|---|---|---|---|"]
+        L += ["## Probes (balanced accuracy at the schedule's points, best family and offset)", "",
+              "| schedule | probe | chance | shuffled | control model | p | family | offset |",
+              "|---|---|---|---|---|---|---|---|"]
         for k, s in p["summary"].items():
             c = s.get("control")
-            L.append(f"| {k} | {s['score']:.3f} | {s['shuffled']:.3f} | {'-' if c is None else f'{c:.3f}'} | "
-                     f"{s['p']:.2g} | {s['best_layer']} |")
+            L.append(f"| {k} | {s['score']:.3f} | {s['chance']:.3f} | {s['shuffled']:.3f} | "
+                     f"{'-' if c is None else f'{c:.3f}'} | {s['p']:.2g} | {s['family']} | {s['offset']} |")
+        acc = p["accuracy"]
+        if acc.values.size:
+            L += ["", "Best accuracy over hop thresholds, per family and layer:", "",
+                  "| family | " + " | ".join(("embed" if l == -1 else str(l)) for l in acc.coords["layer"]) + " |",
+                  "|---|" + "---|" * len(acc.coords["layer"])]
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                best = np.nanmax(acc.values, axis=-1)
+            for f, row in zip(acc.coords["family"], best):
+                L.append(f"| {f} | " + " | ".join(f"{x:.3f}" for x in row) + " |")
         L.append("")
     c = res.get("causal")
     if c:

@@ -6,18 +6,18 @@ prediction is specific to it:
 =================  ==========================================================================
 algorithm          items (result -> key)
 =================  ==========================================================================
-BFS                orders: ``order_bfs``, ``schedule_bfs``; probes: ``bfs_visited``, ``bfs_frontier``
+BFS                orders: ``order_bfs``, ``schedule_bfs``; probes: ``linear`` (one hop per block)
 DFS                orders: ``order_dfs``
-path-merging       orders: ``order_path_merging``, ``schedule_path_merging``; probes: ``pm_reach``, ``pm_goal``
-value iteration    probes: ``vi_positive``
+path-merging       orders: ``order_path_merging``, ``schedule_path_merging``; probes: ``exponential``
+value iteration    probes: ``value`` (only when the task's rewards are not just the goal)
 =================  ==========================================================================
 
 An item has a ``score`` in ``[0, 1]``, a ``chance`` level and a one-sided
 ``p``.  For order/schedule items ``chance`` is the larger of the
 permutation chance and the control (random-weights) model's score, and ``p``
 the larger of the permutation p-value and the paired test against the
-control; for probes ``chance`` is the per-block maximum of the
-shuffled-label and control-model accuracies averaged over blocks (see
+control; for probes ``chance`` is the larger of the shuffled-label and
+control-model schedule scores, each maximised like the model's (see
 :mod:`~algeval.sim.analyses.probes`).  An item **beats chance** iff
 
     p < alpha (0.01)   and   score - chance >= margin (0.05).
@@ -47,10 +47,10 @@ import math
 import numpy as np
 
 ALGORITHMS = {
-    "BFS": {"orders": ("order_bfs", "schedule_bfs"), "probes": ("bfs_visited", "bfs_frontier")},
+    "BFS": {"orders": ("order_bfs", "schedule_bfs"), "probes": ("linear",)},
     "DFS": {"orders": ("order_dfs",), "probes": ()},
-    "path-merging": {"orders": ("order_path_merging", "schedule_path_merging"), "probes": ("pm_reach", "pm_goal")},
-    "value iteration": {"orders": (), "probes": ("vi_positive",)},
+    "path-merging": {"orders": ("order_path_merging", "schedule_path_merging"), "probes": ("exponential",)},
+    "value iteration": {"orders": (), "probes": ("value",)},
 }
 ALPHA = 0.01
 MARGIN = 0.05
@@ -101,7 +101,7 @@ def verdict(results: dict, alpha: float = ALPHA, margin: float = MARGIN) -> dict
     rows = []
     for alg, spec in ALGORITHMS.items():
         items = [order_item(k, osum[k], alpha, margin) for k in spec["orders"] if k in osum]
-        items += [probe_item(k, psum[k], alpha, margin) for k in spec["probes"] if k in psum]
+        items += [probe_item(f"probe_{k}", psum[k], alpha, margin) for k in spec["probes"] if k in psum]
         d = [i for i in items if i["defined"]]
         n_beat = sum(i["beats"] for i in d)
         row = {"algorithm": alg, "items": items, "n_items": len(d), "beats": n_beat,
