@@ -70,6 +70,17 @@ def bfs_layers(max_lookahead: int) -> int:
     return max(max_lookahead - 2, 0)
 
 
+def _and_units(items, hidden, w_in, b_in, w_out) -> None:
+    """Append units ``relu(x[a] + x[b] - 1)`` (= ``a AND b`` for exact 0/1 inputs, ``b`` may be a count:
+    then ``a AND b >= 1`` after subtracting ``relu(b - 1)``), each adding 1 to ``x[out]``; items ``(key, a, b, out)``."""
+    for k, a, b, out in items:
+        hidden.append(k)
+        w_in[(a, k)] = w_in.get((a, k), 0.0) + 1.0
+        w_in[(b, k)] = w_in.get((b, k), 0.0) + 1.0
+        b_in[k] = -1.0
+        w_out[(k, out)] = w_out.get((k, out), 0.0) + 1.0
+
+
 class _SearchBuilder:
     """The shared residual space and the first two layers."""
 
@@ -141,16 +152,8 @@ class _SearchBuilder:
         V = self.V
         hidden, w_in, b_in, w_out = list(reach_goal_units[0]), dict(reach_goal_units[1]), dict(reach_goal_units[2]), \
             dict(reach_goal_units[3])
-        for u in V:
-            for x in V:
-                if u == x:
-                    continue
-                k = f"child.{u}.{x}"
-                hidden.append(k)
-                w_in[(f"tok:{u}", k)] = 1.0
-                w_in[(f"adj:{u}:{x}", k)] = 1.0
-                b_in[k] = -1.0
-                w_out[(k, f"out:{x}")] = 1.0
+        _and_units([(f"child.{u}.{x}", f"tok:{u}", f"adj:{u}:{x}", f"out:{x}") for u in V for x in V if u != x],
+                   hidden, w_in, b_in, w_out)
         return CraftLayer(mlps=[MLPSpec("decide", tuple(hidden), w_in, b_in, w_out)])
 
 
@@ -234,16 +237,8 @@ def bfs_mlp(V, first: bool) -> MLPSpec:
     """One BFS hop on the goal-reach count vector (``first``: start it from the goal)."""
     hidden, w_in, b_in, w_out = [], {}, {}, {}
     src = "goal" if first else "reachg"
-    for x in V:
-        for w in V:
-            if x == w:
-                continue
-            q = f"q.{x}.{w}"
-            hidden.append(q)
-            w_in[(f"adj:{x}:{w}", q)] = 1.0
-            w_in[(f"{src}:{w}", q)] = 1.0
-            b_in[q] = -1.0
-            w_out[(q, f"reachg:{x}")] = 1.0
+    _and_units([(f"q.{x}.{w}", f"adj:{x}:{w}", f"{src}:{w}", f"reachg:{x}") for x in V for w in V if x != w],
+               hidden, w_in, b_in, w_out)
     for w in V:
         if first:  # reachg = goal + (one hop towards it)
             k = f"g.{w}"
