@@ -32,7 +32,8 @@ from algeval.errors import ParameterError, check_int_range
 
 n, D, T, r = sp.symbols("n D T r", positive=True, integer=True)
 
-CONSTRUCTIONS = ("path-merging", "bfs", "path-merging-looped")
+CONSTRUCTIONS = ("path-merging", "bfs", "path-merging-looped", "shortest-path")
+FAMILIES = ("er", "tree", "grid", "chain", "cluster")  # shortest-path claims sample every family
 
 RESOURCES = {
     "path-merging": dict(
@@ -42,6 +43,8 @@ RESOURCES = {
     "bfs": dict(layers=sp.Max(D, 2) + 2, heads=2, d_model=3 * n**2 + 6 * n + 12 + T, d_mlp=2 * n**2),
     "path-merging-looped": dict(layers=r + 3, heads=2, d_model=4 * n**2 + 5 * n + 12 + T,
                                 d_mlp=n**3 + 2 * n**2),
+    "shortest-path": dict(layers=sp.Max(D, 2) + 2, heads=2, d_model=3 * n**2 + 7 * n + 12 + T,
+                          d_mlp=sp.Max(2 * n**2, n**2 + 3 * n)),
 }
 
 
@@ -59,6 +62,8 @@ class SearchClaim:
         check_int_range("max_vertices", self.max_vertices, 3, 32)
         if self.method not in ("exhaustive", "sampled"):
             raise ParameterError("method", self.method, "must be exhaustive or sampled")
+        if self.construction == "shortest-path" and self.method != "sampled":
+            raise ParameterError("method", self.method, "shortest-path claims are sampled over graph families")
         if self.method == "exhaustive" and self.max_vertices > 5:
             raise ParameterError("max_vertices", self.max_vertices, "an exhaustive check enumerates every DAG: <= 5")
 
@@ -70,6 +75,9 @@ class SearchClaim:
     def task(self, distribution: str = "naive"):
         from algeval.sim.tasks import get_task
 
+        if self.construction == "shortest-path":  # the family whose prompts are longest (er)
+            return get_task("shortest-path", max_vertices=self.max_vertices,
+                            family=distribution if distribution in FAMILIES else "er")
         opts = dict(max_vertices=self.max_vertices, distribution=distribution)
         if distribution == "naive":
             opts["max_out_degree"] = self.max_vertices - 1  # every DAG fits the prompt
@@ -80,6 +88,9 @@ class SearchClaim:
         return get_task("search", **opts)
 
     def domain(self) -> str:
+        if self.construction == "shortest-path":
+            return (f"random shortest-path prompts on undirected {', '.join(FAMILIES)} graphs with at most "
+                    f"{self.max_vertices} vertices, random path prefixes")
         if self.method == "exhaustive":
             return (f"every DAG on at most {self.max_vertices} labelled vertices, every start and every goal "
                     f"reachable from it within {self.max_lookahead} hops (edges in sorted order)")
@@ -96,9 +107,11 @@ class SearchClaim:
 
 def build(claim: SearchClaim, task, beta_scale: float = 1.0, dtype: str = "float32"):
     """The claim's model for ``task`` (all inverse temperatures multiplied by ``beta_scale``)."""
-    from algeval.models.constructions.search import bfs_search, path_merging_search, to_model
+    from algeval.models.constructions.search import bfs_search, path_merging_search, shortest_path_next_hop, to_model
 
-    if claim.construction == "bfs":
+    if claim.construction == "shortest-path":
+        craft = shortest_path_next_hop(task, claim.max_lookahead)
+    elif claim.construction == "bfs":
         craft = bfs_search(task, claim.max_lookahead)
     else:
         looped = claim.construction == "path-merging-looped"
@@ -180,13 +193,14 @@ def certify_search(claim: SearchClaim, samples: int = 100_000, seed: int = 0, be
         shuffled = task.encode_graphs(adj[pick], s[pick], g[pick],
                                       edge_keys=rng.random((len(pick), claim.max_vertices ** 2)))
     else:
-        tasks = [claim.task("naive"), claim.task("balanced")]
-        task = tasks[0]
-        batches = [t.sample(samples // 2 + (samples % 2) * (i == 0), seed + i) for i, t in enumerate(tasks)]
+        kinds = FAMILIES if claim.construction == "shortest-path" else ("naive", "balanced")
+        tasks = [claim.task(k) for k in kinds]
+        per = [samples // len(tasks) + (i < samples % len(tasks)) for i in range(len(tasks))]
+        batches = [t.sample(c, seed + i) for i, (t, c) in enumerate(zip(tasks, per)) if c > 0]
         pick = shuffled = None
     # a prompt length fits the model if it is at most the model's max_len: left-pad to one width
     width = max(b.tokens.shape[1] for b in batches)
-    model, meta, craft = build(claim, claim.task("naive"), beta_scale, dtype)  # naive prompts are the longest
+    model, meta, craft = build(claim, claim.task("naive"), beta_scale, dtype)  # naive (er) prompts are the longest
     t_build = time.perf_counter() - t0
     t1 = time.perf_counter()
     oks, margins, n_checked, counterexample = [], [], 0, None
@@ -278,4 +292,5 @@ def default_search_claims() -> list[SearchClaim]:
     out = [SearchClaim(c, 5, 4, "exhaustive", 2 if c.endswith("looped") else None) for c in CONSTRUCTIONS]
     out += [SearchClaim("path-merging", 8, 7, "sampled"), SearchClaim("bfs", 8, 7, "sampled")]
     out += [SearchClaim("path-merging-looped", 8, min(2 ** k, 7), "sampled", k) for k in (1, 2, 3)]
+    out += [SearchClaim("shortest-path", 8, 7, "sampled")]
     return out

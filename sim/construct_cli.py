@@ -42,7 +42,7 @@ def compact(labels) -> str:
     return ", ".join(parts)
 
 
-SEARCH = ("path-merging", "bfs", "path-merging-looped")
+SEARCH = ("path-merging", "bfs", "path-merging-looped", "shortest-path")
 
 
 def _search_task(args):
@@ -55,21 +55,26 @@ def _search_task(args):
 
 
 def cmd_build_search(args) -> int:
-    from algeval.models.constructions.search import bfs_search, path_merging_search, to_model
+    from algeval.models.constructions.search import bfs_search, path_merging_search, shortest_path_next_hop, to_model
     from algeval.models.io import save_model
+    from algeval.sim.tasks import get_task
 
-    task = _search_task(args)
-    if args.name == "bfs":
+    if args.name == "shortest-path":
+        task = get_task("shortest-path", max_vertices=args.max_vertices)
+        craft = shortest_path_next_hop(task, args.max_lookahead)
+    elif args.name == "bfs":
+        task = _search_task(args)
         craft = bfs_search(task)
     else:
+        task = _search_task(args)
         looped = args.name == "path-merging-looped"
         craft = path_merging_search(task, loop=looped, iterations=args.iterations if looped else None)
     model, meta = to_model(craft)
-    meta = dict(meta, task="search", task_options=dict(task.config))
+    meta = dict(meta, task=task.name, task_options=dict(task.config))
     out = save_model(model, args.out, meta=meta, overwrite=args.force)
     cfg = model.cfg
-    print(f"built {args.name} for search (max_vertices={task.N}, max_lookahead={task.L}, "
-          f"distribution={task.dist}): {cfg.n_unrolled()} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, "
+    print(f"built {args.name} for {task.name} ({', '.join(f'{k}={v}' for k, v in task.config.items() if v is not None)}): "
+          f"{cfg.n_unrolled()} layers, {cfg.n_heads} heads, d_model {cfg.d_model}, "
           f"d_mlp {cfg.d_mlp}, max_len {cfg.max_len} -> {out}")
     return 0
 

@@ -105,3 +105,16 @@ def test_resource_formulas_are_sympy_in_n_and_D():
     n, D = sp.symbols("n D", positive=True, integer=True)
     assert sp.simplify(RESOURCES["path-merging"]["layers"].subs(D, 8) - 6) == 0
     assert RESOURCES["bfs"]["layers"].subs(D, 8) == 10
+
+
+def test_shortest_path_next_hop_on_every_family():
+    from algeval.models.constructions.search import shortest_path_next_hop
+    from algeval.proofs.search_claims import FAMILIES
+
+    cert = certify_search(SearchClaim("shortest-path", 6, 5, "sampled"), samples=len(FAMILIES) * 60)
+    assert cert["passed"] and cert["resources_match"], cert["resources"]
+    # directed graphs too
+    task = get_task("shortest-path", max_vertices=6, directed=True, family="er", edge_prob=0.4)
+    model, _ = to_model(shortest_path_next_hop(task))
+    b = task.sample(300, seed=2)
+    assert bool(np.all(answer_set_correct(model(b.tokens), b.answers, b.loss_mask)[1]))

@@ -85,12 +85,15 @@ class _SearchBuilder:
     """The shared residual space and the first two layers."""
 
     def __init__(self, task):
-        if getattr(task, "name", None) != "search":
-            raise ParameterError("task", getattr(task, "name", task), "search constructions need the search task")
+        if getattr(task, "name", None) not in ("search", "shortest-path"):
+            raise ParameterError("task", getattr(task, "name", task), "needs the search or shortest-path task")
         self.task = task
         self.V = _vertex_names(task)
         self.T = task.max_len
-        self.max_edges = task.max_edges
+        # at most this many "E u v" triples fit a prompt (the tail takes at least 4 tokens)
+        self.max_edges = getattr(task, "max_edges", (task.max_len - 4) // 3)
+        # an undirected graph lists each edge once, in either direction: read both
+        self.undirected = task.name == "shortest-path" and not task.config.get("directed", False)
         toks = list(task.vocab.tokens)
         self.toks = toks
         V = self.V
@@ -141,11 +144,15 @@ class _SearchBuilder:
         for u in V:
             for v in V:
                 if u != v:
-                    steps.append(step_units(f"adj.{u}.{v}", {f"adjf:{u}:{v}": 1.0}, 1.0 / (2 * me), 1.0 / (2 * me),
+                    steps.append(step_units(f"adj.{u}.{v}", self.adj_inputs(u, v), 1.0 / (2 * me), 1.0 / (2 * me),
                                             {f"adj:{u}:{v}": 1.0}))
         for v in V:
             steps.append(step_units(f"goal.{v}", {f"goalraw:{v}": 1.0}, 0.5, 0.5, {f"goal:{v}": 1.0}))
         return CraftLayer(heads=[edges, goal], mlps=[mlp_from_steps("graph", steps + (extra_steps or []))])
+
+    def adj_inputs(self, u, v) -> dict:
+        """What the adjacency step reads: ``adjf:u:v`` (plus ``adjf:v:u`` for an undirected graph)."""
+        return {f"adjf:{u}:{v}": 1.0, f"adjf:{v}:{u}": 1.0} if self.undirected else {f"adjf:{u}:{v}": 1.0}
 
     def decision(self, reach_goal_units: tuple) -> CraftLayer:
         """``out:x = [tok = u and adj:u:x] + [x reaches the goal]`` (the second part given as units)."""
@@ -218,7 +225,7 @@ def path_merging_search(task, max_lookahead: int | None = None, loop: bool = Fal
     K = merge_layers(D)
     reach = [f"reach:{u}:{v}" for u in V for v in V]
     # layer 1's MLP also starts reach = A (off-diagonal) + I
-    extra = [step_units(f"r.{u}.{v}", {f"adjf:{u}:{v}": 1.0}, 1.0 / (2 * b.max_edges), 1.0 / (2 * b.max_edges),
+    extra = [step_units(f"r.{u}.{v}", b.adj_inputs(u, v), 1.0 / (2 * b.max_edges), 1.0 / (2 * b.max_edges),
                         {f"reach:{u}:{v}": 1.0}) for u in V for v in V if u != v]
     extra.append(_const_reach_diag(V))
     layers = [b.layer0(), b.layer1(extra)]
@@ -281,6 +288,70 @@ def bfs_search(task, max_lookahead: int | None = None) -> CraftModel:
     layers.append(b.decision((hidden, w_in, b_in, w_out)))
     meta = {"max_lookahead": D, "bfs_layers": J, "reach_layers": {str(j + 1): 2 + j for j in range(J + 1)}}
     return b.finish([f"reachg:{v}" for v in V], layers, "bfs", meta)
+
+
+def _min1_units(V, src: str, out: str, tag: str):
+    """``x[out:v] += min(x[src:v], 1) = relu(c) - relu(c - 1)`` for integer counts ``c >= 0``."""
+    hidden, w_in, b_in, w_out = [], {}, {}, {}
+    for v in V:
+        a, s_ = f"{tag}.{v}", f"{tag}s.{v}"
+        hidden += [a, s_]
+        w_in[(f"{src}:{v}", a)], b_in[a] = 1.0, 0.0
+        w_in[(f"{src}:{v}", s_)], b_in[s_] = 1.0, -1.0
+        w_out[(a, f"{out}:{v}")], w_out[(s_, f"{out}:{v}")] = 1.0, -1.0
+    return hidden, w_in, b_in, w_out
+
+
+def _merge(*parts) -> MLPSpec:
+    name = parts[0]
+    hidden, w_in, b_in, w_out = [], {}, {}, {}
+    for h, wi, bi, wo in parts[1:]:
+        hidden += list(h)
+        w_in.update(wi)
+        b_in.update(bi)
+        for k, v in wo.items():
+            w_out[k] = w_out.get(k, 0.0) + v
+    return MLPSpec(name, tuple(hidden), w_in, b_in, w_out)
+
+
+def shortest_path_next_hop(task, max_distance: int | None = None) -> CraftModel:
+    """Next vertex on a shortest path to the goal: backward BFS with a closeness score.
+
+    The BFS layers of :func:`bfs_search` run from the goal; each stage ``s``
+    also adds ``[dist(x, goal) <= s + 1]`` to ``close:x`` (and the decision
+    adds ``[x = goal]``), so after ``J + 1`` stages ``close:x = J + 3 - dist``
+    for ``dist <= J + 1``: strictly larger for closer vertices.  The decision
+    scores ``out:x = (J + 3) [x adjacent to the current vertex] + close:x``:
+    the argmax is a neighbour with the smallest distance, i.e. a next hop on a
+    shortest path, provided the distance to the goal is at most ``J + 2``
+    (``J = max(D - 2, 0)``, ``D`` the largest distance).  Layers: ``max(D, 2) + 2``.
+    """
+    b = _SearchBuilder(task)
+    V = b.V
+    limit = len(V) - 1
+    D = check_int_range("max_distance", limit if max_distance is None else max_distance, 1, limit)
+    J = bfs_layers(D)
+    layers = [b.layer0(), b.layer1(), CraftLayer(mlps=[bfs_mlp(V, first=True)])]
+    for j in range(J):
+        layers.append(CraftLayer(mlps=[_merge("bfs-hop", _as_parts(bfs_mlp(V, first=False)),
+                                              _min1_units(V, "reachg", "close", f"c{j}"))]))
+    big = J + 3
+    hidden, w_in, b_in, w_out = _min1_units(V, "reachg", "out", "last")
+    for v in V:  # [x = goal] and the closeness so far
+        for src in ("goal", "close"):
+            k = f"{src}.{v}"
+            hidden.append(k)
+            w_in[(f"{src}:{v}", k)], b_in[k] = 1.0, 0.0
+            w_out[(k, f"out:{v}")] = 1.0
+    dec = b.decision((hidden, w_in, b_in, w_out)).mlps[0]
+    dec.w_out = {k: (v * big if k[0].startswith("child.") else v) for k, v in dec.w_out.items()}
+    layers.append(CraftLayer(mlps=[dec]))
+    meta = {"max_distance": D, "bfs_layers": J}
+    return b.finish([f"reachg:{v}" for v in V] + [f"close:{v}" for v in V], layers, "shortest-path", meta)
+
+
+def _as_parts(m: MLPSpec):
+    return m.hidden, m.w_in, m.b_in, m.w_out
 
 
 def to_model(craft: CraftModel, dtype: str = "float32"):

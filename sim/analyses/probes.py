@@ -33,9 +33,11 @@ value paths; with a goal-only reward it *is* ``bwd``.)
 
 **Probe.**  Per family and layer, multi-output ridge regression of ``+-1``
 targets (all thresholds, labels and pairs at once; a row's target is 0 where
-it is not defined) on features standardised on the training rows, penalty
-``ridge * n_train``, closed form (primal or dual, whichever is smaller), so
-deterministic.  Each output predicts positive above the midpoint of its
+it is not defined) on features standardised on the training rows, closed
+form (primal or dual, whichever is smaller), so deterministic.  The penalty
+``lambda * n_train`` takes the ``lambda`` in ``(1, 1e-2, 1e-4)`` with the best
+balanced accuracy on a validation fifth of the training examples (fitted
+on the rest), then is refitted on all training rows.  Each output predicts positive above the midpoint of its
 two class-mean training scores.  Train on 75% of the examples, test on the
 held-out 25% (split by example).  **Balanced accuracy** (mean of the two
 class recalls, pooled over the outputs of one threshold) on the test rows;
@@ -76,7 +78,7 @@ from algeval.errors import ParameterError
 from algeval.sim.analyses.common import Acts, GraphInfo, collect, graph_info, norm_sf, value_iteration_positive
 from algeval.sim.analyses.named import Named
 
-RIDGE = 1e-2
+RIDGE = (1.0, 1e-2, 1e-4)  # penalties (times n_train) tried by inner validation
 MAX_HOPS = 16
 RELATIONS = ("fwd", "bwd", "pair", "value")
 FAMILIES = ("node.fwd", "node.bwd", "node.value", "decision.fwd", "decision.bwd", "decision.value", "decision.pair")
@@ -140,33 +142,64 @@ def _vertex_valid(info: GraphInfo, relation: str) -> np.ndarray:
 
 # --- the probe ------------------------------------------------------------------------------------
 
-def fit_ridge(X: np.ndarray, Y: np.ndarray, M: np.ndarray, ridge: float = RIDGE) -> dict:
-    """Multi-output ridge on rows ``X (n, D)``, targets ``Y (n, K)`` bool defined where ``M (n, K)``.
-
-    Returns the standardisation, weights, intercepts and per-output thresholds (module docstring).
-    """
+def _standardise(X):
     X = X.astype(np.float64)
     mu = X.mean(0)
     sd = X.std(0)
     sd = np.where(sd > 1e-9 * max(1.0, float(np.abs(X).max(initial=0.0))), sd, 1.0)
+    return mu, sd
+
+
+def _ridge_paths(Z: np.ndarray, Tc: np.ndarray, lams) -> list[np.ndarray]:
+    """Ridge weights for each penalty in ``lams`` from one eigendecomposition (primal or dual)."""
+    n, D = Z.shape
+    if n >= D:
+        e, U = np.linalg.eigh(Z.T @ Z)
+        P = U.T @ (Z.T @ Tc)
+        return [U @ (P / (e + lam)[:, None]) for lam in lams]
+    e, U = np.linalg.eigh(Z @ Z.T)
+    P = U.T @ Tc
+    return [Z.T @ (U @ (P / (e + lam)[:, None])) for lam in lams]
+
+
+def _fit(X, Y, M, lams):
+    mu, sd = _standardise(X)
     Z = (X - mu) / sd
     T = np.where(Y, 1.0, -1.0)
-    cnt = np.maximum(M.sum(0), 1)
-    ybar = (T * M).sum(0) / cnt
+    ybar = (T * M).sum(0) / np.maximum(M.sum(0), 1)
     Tc = np.where(M, T - ybar, 0.0)
-    n, D = Z.shape
-    lam = ridge * max(n, 1)
-    if n >= D:
-        beta = np.linalg.solve(Z.T @ Z + lam * np.eye(D), Z.T @ Tc)
-    else:
-        beta = Z.T @ np.linalg.solve(Z @ Z.T + lam * np.eye(n), Tc)
-    S = Z @ beta + ybar
-    pos, neg = M & Y, M & ~Y
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m1 = (S * pos).sum(0) / pos.sum(0)
-        m0 = (S * neg).sum(0) / neg.sum(0)
-    thr = np.where(np.isfinite(m1) & np.isfinite(m0), 0.5 * (m1 + m0), np.inf)
-    return {"mu": mu, "sd": sd, "beta": beta, "ybar": ybar, "thr": thr}
+    fits = []
+    for beta in _ridge_paths(Z, Tc, [lam * max(len(Z), 1) for lam in lams]):
+        S = Z @ beta + ybar
+        pos, neg = M & Y, M & ~Y
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m1 = (S * pos).sum(0) / pos.sum(0)
+            m0 = (S * neg).sum(0) / neg.sum(0)
+        thr = np.where(np.isfinite(m1) & np.isfinite(m0), 0.5 * (m1 + m0), np.inf)
+        fits.append({"mu": mu, "sd": sd, "beta": beta, "ybar": ybar, "thr": thr})
+    return fits
+
+
+def fit_ridge(X: np.ndarray, Y: np.ndarray, M: np.ndarray, ridge=RIDGE, val: np.ndarray | None = None) -> dict:
+    """Multi-output ridge on rows ``X (n, D)``, targets ``Y (n, K)`` bool defined where ``M (n, K)``.
+
+    ``ridge``: one penalty (times ``n``) or several; with several, the one with the best balanced
+    accuracy (pooled over outputs) on the rows ``val`` -- fitted on the other rows -- is refitted
+    on all rows (ties go to the larger penalty).  Returns the standardisation, weights,
+    intercepts, per-output thresholds and the chosen ``ridge``.
+    """
+    X = np.asarray(X, np.float64)
+    lams = sorted(np.atleast_1d(ridge).tolist(), reverse=True)
+    if len(lams) > 1 and val is not None and val.any() and (~val).sum() >= 2:
+        best, lam = -1.0, lams[0]
+        for f, l_ in zip(_fit(X[~val], Y[~val], M[~val], lams), lams):
+            a, _ = balanced_accuracy(predict(f, X[val]), Y[val], M[val])
+            if np.isfinite(a) and a > best + 1e-9:
+                best, lam = a, l_
+        lams = [lam]
+    f = _fit(X, Y, M, lams[:1])[0]
+    f["ridge"] = lams[0]
+    return f
 
 
 def predict(fit: dict, X: np.ndarray) -> np.ndarray:
@@ -265,8 +298,12 @@ def _probe_family(R, Y, M, O, ex, hk, test_ex, H, ridge, shuffle_seed=None):
     if tr.sum() < 2 or te.sum() < 1:
         return tuple(out)
     Yt, Mt, Ot = Y[te], M[te], O[te]
+    ex_tr = ex[tr]
+    u = np.unique(ex_tr)
+    val_ex = u[np.random.default_rng(len(u)).permutation(len(u))[: max(1, len(u) // 5)]]
+    val = np.isin(ex_tr, val_ex)
     for i in range(L1):
-        f = fit_ridge(R[tr, i], Y[tr], M[tr], ridge)
+        f = fit_ridge(R[tr, i], Y[tr], M[tr], ridge, val)
         P = predict(f, R[te, i])
         for h in range(H):
             k = hk == h
