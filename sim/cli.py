@@ -8,6 +8,8 @@
     algeval show DIR
     algeval prove NAME | --all [--dtype float32|float64|both] [--samples N]
     algeval train --task search --task-opt max_vertices=8 --layers 4 ... --out DIR
+    algeval analyze MODEL_DIR --task search --out DIR
+    algeval experiment NAME --scale smoke|cpu|full
 
 A user mistake prints one line on stderr and exits with code 2.
 """
@@ -118,10 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
 
+    from algeval.sim.analyses import add_analyze_parser
     from algeval.sim.construct_cli import add_parsers
+    from algeval.sim.experiments import add_experiment_parser
     from algeval.sim.train import add_train_parser
     add_parsers(sub)
     add_train_parser(sub)
+    add_analyze_parser(sub)
+    add_experiment_parser(sub)
     return p
 
 

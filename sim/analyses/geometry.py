@@ -21,11 +21,13 @@ layer index 0 = embedding, ``l + 1`` = after block ``l``).
 order-change rule used by :mod:`~algeval.sim.analyses.orders`):
 
     step_l(v)   = || r_{l+1}(v) - r_l(v) ||                 (the change made by block l)
-    rel_l(v)    = step_l(v) / (median_u step_l(u) + 1e-6 * mean_u ||r_l(u)||)
+    rel_l(v)    = step_l(v) / (median_k step_k(v) + 1e-6 * mean_k ||r_k(v)||)
     tau(v)      = min { l : rel_l(v) >= threshold }     (threshold 1.5; n_layers when never)
 
-with ``u`` over the example's mentioned vertices: block ``l`` changes ``v``
-at least 1.5 times as much as it changes the typical node of its graph.
+with ``k`` over the blocks: the first block that changes ``v`` at least 1.5
+times as much as ``v``'s typical (median) block does.  The baseline is the
+node's own, so a wave that moves most nodes of a graph in one block (BFS
+from the centre of a star) is still seen.
 """
 
 from __future__ import annotations
@@ -44,13 +46,10 @@ def step_changes(acts: Acts) -> np.ndarray:
     """``rel (B, L, V)`` of the module docstring (NaN for unmentioned vertices)."""
     r = acts.reps.astype(np.float64)
     step = np.linalg.norm(r[:, 1:] - r[:, :-1], axis=-1)  # (B, L, V)
-    norm = np.linalg.norm(r[:, :-1], axis=-1)
-    m = acts.mentioned[:, None, :]
-    stepm = np.where(m, step, np.nan)
-    med = np.nanmedian(np.where(m.any(-1, keepdims=True), stepm, 0.0), axis=-1)
-    mean_norm = np.nanmean(np.where(m, norm, np.nan), axis=-1)
-    base = med + 1e-6 * np.nan_to_num(mean_norm) + 1e-30
-    return stepm / base[..., None]
+    norm = np.linalg.norm(r, axis=-1).mean(1)  # (B, V)
+    base = np.median(step, axis=1) + 1e-6 * norm + 1e-30  # the node's typical change per block
+    rel = step / base[:, None, :]
+    return np.where(acts.mentioned[:, None, :], rel, np.nan)
 
 
 def event_times(acts: Acts, threshold: float = THRESHOLD) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Order matching: in which order do node representations change, and which search order is that?
 
 **The model's order.**  Each vertex ``v`` gets an event time ``tau(v)``, the
-first block whose change of ``v``'s representation is at least 1.5 times the
-median change of the graph's nodes (:func:`algeval.sim.analyses.geometry.event_times`;
+first block whose change of ``v``'s representation is at least 1.5 times
+``v``'s median change per block (:func:`algeval.sim.analyses.geometry.event_times`;
 ``n_layers`` = never).  Only the vertices reachable from the decision vertex
 ``s`` take part, and ``s`` itself is left out (every search order starts with
 it, so it carries no information).
@@ -46,8 +46,9 @@ structure (vertices in ``meta["vertex_labels"]`` order when the task gives
 it, so a fixed CogEval graph is built once).
 
 **Schedule scores** (which layer, not only which order): the fraction of the
-vertices with ``tau(v) = min(pred(v) + o, n_layers)``, maximised over a
-global offset ``o in {0, 1, 2}`` per example, with ``pred_bfs(v) = d(s, v) - 1``
+scored vertices with ``tau(v) = pred(v) + o < n_layers`` (the hypothesis
+names the block that changes ``v``, and the model has that block),
+maximised over a global offset ``o in {0, 1, 2}`` per example, with ``pred_bfs(v) = d(s, v) - 1``
 (one hop per block) and ``pred_path_merging(v) = ceil(log2 d(s, v))``
 (doubling reach per block).
 
@@ -63,7 +64,6 @@ at that example's permutation chance).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +74,7 @@ from algeval.sim.analyses.geometry import THRESHOLD, event_times
 from algeval.sim.analyses.named import Named
 
 MAX_STATES = 200_000
+MAX_WORK = 5e8
 OFFSETS = (0, 1, 2)
 
 
@@ -234,11 +235,13 @@ def _pm_sigma(dist: np.ndarray) -> np.ndarray:
 
 
 def order_scores(batch, info: GraphInfo, taus: np.ndarray, *, cache: _Cache | None = None,
-                 kinds=("bfs", "dfs", "path_merging")) -> tuple[dict, dict]:
-    """Best-match agreement per example for each row of ``taus (R, B, V)``.
+                 kinds=("bfs", "dfs", "path_merging"), max_work: float = MAX_WORK) -> tuple[dict, dict]:
+    """Best-match agreement per example for each row of ``taus (R, B, V)`` (row 0: the model's).
 
-    Returns ``(scores, meta)`` with ``scores[kind] (R, B)`` (NaN where undefined) and
-    ``meta["incomplete"]`` the examples whose state graph hit the cap (their score is NaN).
+    Returns ``(scores, meta)`` with ``scores[kind] (R, B)``: NaN where undefined -- no strict
+    pair in row 0, a state graph over the state cap (``meta["incomplete"]``), or past the work
+    budget ``max_work`` (transitions x rows x vertices summed over examples, in example order;
+    ``meta["skipped"]``), which bounds the time on graphs with very many search states.
     """
     cache = cache or _GLOBAL_CACHE
     Rr, B, V = taus.shape
@@ -255,30 +258,42 @@ def order_scores(batch, info: GraphInfo, taus: np.ndarray, *, cache: _Cache | No
             ok = sig[:, :, None] <= sig[:, None, :]  # u may precede v
             out["path_merging"] = np.where(npairs > 0, (lt & ok[None]).sum((-1, -2)) / npairs, np.nan)
     incomplete = np.zeros(B, bool)
+    skipped = np.zeros(B, bool)
+    active = npairs[0] > 0  # the first row is the model's: without a strict pair it has no score
     for kind in [k for k in kinds if k in ("bfs", "dfs")]:
-        graphs, Ws, nmax = [], [], 1
-        for i in range(B):
+        graphs, idx, nmax, work = [], [], 1, 0.0
+        for i in np.flatnonzero(active):
             labs = _local_order(batch, info, i, reach[i])
             a = info.adj[i][np.ix_(labs, labs)]
             s = int(np.flatnonzero(labs == info.decision[i])[0])
             g = cache.get(a, s, kind)
-            incomplete[i] |= not g.complete
+            if not g.complete:
+                incomplete[i] = True
+                continue
+            w = float(len(g.src)) * Rr * g.n
+            if work + w > max_work:
+                skipped[i] = True
+                continue
+            work += w
             graphs.append(g)
-            Ws.append((labs, g.n))
+            idx.append((i, labs))
             nmax = max(nmax, g.n)
-        W = np.zeros((B, Rr, nmax, nmax), np.float32)
-        for i, (labs, n) in enumerate(Ws):
-            W[i, :, :n, :n] = lt[:, i][:, labs][:, :, labs]
-        best = best_agreement_counts(graphs, W).T  # (R, B)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sc = np.where(npairs > 0, best / npairs, np.nan)
-        sc[:, incomplete] = np.nan
+        sc = np.full((Rr, B), np.nan)
+        if graphs:
+            W = np.zeros((len(graphs), Rr, nmax, nmax), np.float32)
+            for j, (i, labs) in enumerate(idx):
+                W[j, :, : len(labs), : len(labs)] = lt[:, i][:, labs][:, :, labs]
+            best = best_agreement_counts(graphs, W).T  # (R, G)
+            cols = np.array([i for i, _ in idx])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sc[:, cols] = np.where(npairs[:, cols] > 0, best / npairs[:, cols], np.nan)
         out[kind] = sc
-    return out, {"incomplete": incomplete, "strict_pairs": npairs}
+    return out, {"incomplete": incomplete, "skipped": skipped, "strict_pairs": npairs}
 
 
 def schedule_scores(info: GraphInfo, taus: np.ndarray, n_layers: int, offsets=OFFSETS) -> dict:
-    """Fraction of scored vertices whose ``tau`` equals the predicted block (best offset), per row/example."""
+    """Fraction of scored vertices whose ``tau`` equals the predicted block (a block of the model;
+    best offset), per row and example."""
     B = taus.shape[1]
     b = np.arange(B)
     scored = (info.dist_from >= 0) & info.mentioned
@@ -289,8 +304,8 @@ def schedule_scores(info: GraphInfo, taus: np.ndarray, n_layers: int, offsets=OF
     for k, pred in preds.items():
         best = np.zeros(taus.shape[:2])
         for o in offsets:
-            p = np.minimum(pred + o, n_layers)
-            best = np.maximum(best, ((taus == p[None]) & scored[None]).sum(-1))
+            p = pred + o
+            best = np.maximum(best, ((taus == p[None]) & (p < n_layers)[None] & scored[None]).sum(-1))
         with np.errstate(invalid="ignore", divide="ignore"):
             out[k] = np.where(cnt > 0, best / cnt, np.nan)
     return out
@@ -347,19 +362,21 @@ def _summarise(score: np.ndarray, perm: np.ndarray, ctrl: np.ndarray | None) -> 
 def order_matching(model, batch, *, acts: Acts | None = None, info: GraphInfo | None = None,
                    control: Acts | None = None, n_perm: int = 64, seed: int = 0,
                    threshold: float = THRESHOLD, tau: np.ndarray | None = None,
-                   max_states: int = MAX_STATES) -> dict:
+                   max_states: int = MAX_STATES, max_work: float = MAX_WORK, n_layers: int | None = None) -> dict:
     """Event-time order of node representations vs BFS, DFS and path merging; see the module docstring.
 
-    ``tau`` (``(B, V)`` event times) overrides the rule (a construction may supply its own).
+    ``tau`` (``(B, V)`` event times, ``n_layers`` = never) overrides the rule (a construction may
+    supply its own; give ``n_layers`` then, or it is read from ``acts``).
     Returns ``tau`` (Named: example, vertex), ``per_example`` (Named: score, example) for the
     model, ``summary[score_name]`` dicts (``score``, ``chance``, ``p_perm``, [``control``,
     ``p_control``]) for ``order_bfs``, ``order_dfs``, ``order_path_merging``, ``schedule_bfs``,
-    ``schedule_path_merging``, and ``incomplete`` (examples whose state graph exceeded ``max_states``).
+    ``schedule_path_merging``, ``incomplete`` (examples whose state graph exceeded ``max_states``)
+    and ``skipped`` (examples past the DP work budget ``max_work``; their BFS/DFS scores are NaN).
     """
     acts = acts if acts is not None else (collect(model, batch) if tau is None else None)
     info = info if info is not None else graph_info(batch)
     mentioned = acts.mentioned if acts is not None else info.mentioned
-    L = acts.n_layers if acts is not None else int(np.max(tau))
+    L = n_layers if n_layers is not None else (acts.n_layers if acts is not None else int(np.max(tau)))
     tau = event_times(acts, threshold) if tau is None else np.asarray(tau, np.int64)
     rows = [tau[None]]
     if control is not None:
@@ -368,7 +385,7 @@ def order_matching(model, batch, *, acts: Acts | None = None, info: GraphInfo | 
     taus = np.concatenate(rows)
     info_m = GraphInfo(**{**info.__dict__, "mentioned": info.mentioned & mentioned})
     cache = _GLOBAL_CACHE if max_states == MAX_STATES else _Cache(max_states)
-    osc, meta = order_scores(batch, info_m, taus, cache=cache)
+    osc, meta = order_scores(batch, info_m, taus, cache=cache, max_work=max_work)
     ssc = schedule_scores(info_m, taus, L)
     c = 1 if control is not None else 0
     allsc = {f"order_{k}": v for k, v in osc.items()}
@@ -380,6 +397,7 @@ def order_matching(model, batch, *, acts: Acts | None = None, info: GraphInfo | 
         "per_example": Named(np.stack([allsc[k][0] for k in names]), ("score", "example"), {"score": names}),
         "summary": summary,
         "incomplete": int(meta["incomplete"].sum()),
-        "rule": f"tau(v) = first block whose change of v is >= {threshold} x the median node change",
+        "skipped": int(meta["skipped"].sum()),
+        "rule": f"tau(v) = first block whose change of v is >= {threshold} x v's median change per block",
         "n_perm": n_perm,
     }

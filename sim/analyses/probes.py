@@ -34,12 +34,11 @@ value paths; with a goal-only reward it *is* ``bwd``.)
 **Probe.**  Per family and layer, multi-output ridge regression of ``+-1``
 targets (all thresholds, labels and pairs at once; a row's target is 0 where
 it is not defined) on features standardised on the training rows, closed
-form (primal or dual, whichever is smaller), so deterministic.  The penalty
-``lambda * n_train`` takes the ``lambda`` in ``(1, 1e-2, 1e-4)`` with the best
-balanced accuracy on a validation fifth of the training examples (fitted
-on the rest), then is refitted on all training rows.  Each output predicts positive above the midpoint of its
-two class-mean training scores.  Train on 75% of the examples, test on the
-held-out 25% (split by example).  **Balanced accuracy** (mean of the two
+form (primal or dual, whichever is smaller), penalty ``ridge * n_train``
+(``ridge = 1e-2``), so deterministic.  Each output predicts positive above
+the threshold with the best balanced accuracy on its training rows (so a
+feature that codes a label as a count, ``>= 1`` iff true, is read exactly).
+Train on 75% of the examples, test on the held-out 25% (split by example).  **Balanced accuracy** (mean of the two
 class recalls, pooled over the outputs of one threshold) on the test rows;
 NaN when a class is missing.  **Boundary accuracy** at threshold ``h``: the
 same, on the test entries whose *onset* (the first threshold at which the
@@ -78,7 +77,7 @@ from algeval.errors import ParameterError
 from algeval.sim.analyses.common import Acts, GraphInfo, collect, graph_info, norm_sf, value_iteration_positive
 from algeval.sim.analyses.named import Named
 
-RIDGE = (1.0, 1e-2, 1e-4)  # penalties (times n_train) tried by inner validation
+RIDGE = 1e-2
 MAX_HOPS = 16
 RELATIONS = ("fwd", "bwd", "pair", "value")
 FAMILIES = ("node.fwd", "node.bwd", "node.value", "decision.fwd", "decision.bwd", "decision.value", "decision.pair")
@@ -150,56 +149,53 @@ def _standardise(X):
     return mu, sd
 
 
-def _ridge_paths(Z: np.ndarray, Tc: np.ndarray, lams) -> list[np.ndarray]:
-    """Ridge weights for each penalty in ``lams`` from one eigendecomposition (primal or dual)."""
-    n, D = Z.shape
-    if n >= D:
-        e, U = np.linalg.eigh(Z.T @ Z)
-        P = U.T @ (Z.T @ Tc)
-        return [U @ (P / (e + lam)[:, None]) for lam in lams]
-    e, U = np.linalg.eigh(Z @ Z.T)
-    P = U.T @ Tc
-    return [Z.T @ (U @ (P / (e + lam)[:, None])) for lam in lams]
+def best_thresholds(S: np.ndarray, Y: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Per column, the threshold on ``S (n, K)`` with the best training balanced accuracy.
+
+    Predict positive where ``S > thr``; candidates are midpoints between consecutive sorted
+    scores (and +-inf); ties go to the candidate nearest the median of the two class means.
+    """
+    n, K = S.shape
+    o = np.argsort(S, axis=0, kind="stable")
+    Ss = np.take_along_axis(S, o, 0)
+    pos = np.take_along_axis(M & Y, o, 0).astype(np.float64)
+    neg = np.take_along_axis(M & ~Y, o, 0).astype(np.float64)
+    P, N = pos.sum(0), neg.sum(0)
+    # threshold after the j-th sorted score (j = 0..n): negatives predicted for rows < j
+    tn = np.vstack([np.zeros((1, K)), np.cumsum(neg, 0)])
+    fn = np.vstack([np.zeros((1, K)), np.cumsum(pos, 0)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bal = 0.5 * ((P - fn) / P + tn / N)
+    bal = np.where(np.isfinite(bal), bal, -1.0)
+    # candidate thresholds: below everything, midpoints, above everything
+    mids = np.vstack([Ss[:1] - 1.0, 0.5 * (Ss[1:] + Ss[:-1]), Ss[-1:] + 1.0]) if n else np.zeros((1, K))
+    # only cut between distinct scores
+    distinct = np.vstack([np.ones((1, K), bool), Ss[1:] > Ss[:-1], np.ones((1, K), bool)]) if n else np.ones((1, K), bool)
+    bal = np.where(distinct, bal, -1.0)
+    j = np.argmax(bal, axis=0)
+    thr = mids[j, np.arange(K)]
+    return np.where((P > 0) & (N > 0), thr, np.inf)
 
 
-def _fit(X, Y, M, lams):
+def fit_ridge(X: np.ndarray, Y: np.ndarray, M: np.ndarray, ridge: float = RIDGE) -> dict:
+    """Multi-output ridge on rows ``X (n, D)``, targets ``Y (n, K)`` bool defined where ``M (n, K)``.
+
+    Returns the standardisation, weights, intercepts and per-output thresholds (module docstring).
+    """
+    X = np.asarray(X, np.float64)
     mu, sd = _standardise(X)
     Z = (X - mu) / sd
     T = np.where(Y, 1.0, -1.0)
     ybar = (T * M).sum(0) / np.maximum(M.sum(0), 1)
     Tc = np.where(M, T - ybar, 0.0)
-    fits = []
-    for beta in _ridge_paths(Z, Tc, [lam * max(len(Z), 1) for lam in lams]):
-        S = Z @ beta + ybar
-        pos, neg = M & Y, M & ~Y
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m1 = (S * pos).sum(0) / pos.sum(0)
-            m0 = (S * neg).sum(0) / neg.sum(0)
-        thr = np.where(np.isfinite(m1) & np.isfinite(m0), 0.5 * (m1 + m0), np.inf)
-        fits.append({"mu": mu, "sd": sd, "beta": beta, "ybar": ybar, "thr": thr})
-    return fits
-
-
-def fit_ridge(X: np.ndarray, Y: np.ndarray, M: np.ndarray, ridge=RIDGE, val: np.ndarray | None = None) -> dict:
-    """Multi-output ridge on rows ``X (n, D)``, targets ``Y (n, K)`` bool defined where ``M (n, K)``.
-
-    ``ridge``: one penalty (times ``n``) or several; with several, the one with the best balanced
-    accuracy (pooled over outputs) on the rows ``val`` -- fitted on the other rows -- is refitted
-    on all rows (ties go to the larger penalty).  Returns the standardisation, weights,
-    intercepts, per-output thresholds and the chosen ``ridge``.
-    """
-    X = np.asarray(X, np.float64)
-    lams = sorted(np.atleast_1d(ridge).tolist(), reverse=True)
-    if len(lams) > 1 and val is not None and val.any() and (~val).sum() >= 2:
-        best, lam = -1.0, lams[0]
-        for f, l_ in zip(_fit(X[~val], Y[~val], M[~val], lams), lams):
-            a, _ = balanced_accuracy(predict(f, X[val]), Y[val], M[val])
-            if np.isfinite(a) and a > best + 1e-9:
-                best, lam = a, l_
-        lams = [lam]
-    f = _fit(X, Y, M, lams[:1])[0]
-    f["ridge"] = lams[0]
-    return f
+    n, D = Z.shape
+    lam = ridge * max(n, 1)
+    if n >= D:
+        beta = np.linalg.solve(Z.T @ Z + lam * np.eye(D), Z.T @ Tc)
+    else:
+        beta = Z.T @ np.linalg.solve(Z @ Z.T + lam * np.eye(n), Tc)
+    S = Z @ beta + ybar
+    return {"mu": mu, "sd": sd, "beta": beta, "ybar": ybar, "thr": best_thresholds(S, Y, M)}
 
 
 def predict(fit: dict, X: np.ndarray) -> np.ndarray:
@@ -298,12 +294,8 @@ def _probe_family(R, Y, M, O, ex, hk, test_ex, H, ridge, shuffle_seed=None):
     if tr.sum() < 2 or te.sum() < 1:
         return tuple(out)
     Yt, Mt, Ot = Y[te], M[te], O[te]
-    ex_tr = ex[tr]
-    u = np.unique(ex_tr)
-    val_ex = u[np.random.default_rng(len(u)).permutation(len(u))[: max(1, len(u) // 5)]]
-    val = np.isin(ex_tr, val_ex)
     for i in range(L1):
-        f = fit_ridge(R[tr, i], Y[tr], M[tr], ridge, val)
+        f = fit_ridge(R[tr, i], Y[tr], M[tr], ridge)
         P = predict(f, R[te, i])
         for h in range(H):
             k = hk == h

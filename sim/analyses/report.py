@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from algeval.errors import ParameterError
+from algeval.sim.options import parse_literal
 from algeval.sim.analyses.attention import attention_to_path
 from algeval.sim.analyses.causal import causal_tests
 from algeval.sim.analyses.common import answer_accuracy, collect, graph_info, resolve_control
@@ -151,7 +152,9 @@ def _markdown(res: dict, title: str) -> str:
             L.append(f"| {k} | {s['score']:.3f} | {s['chance']:.3f} | {'-' if c is None else f'{c:.3f}'} | "
                      f"{s['p_perm']:.2g} | {s['n_examples']} |")
         if o["incomplete"]:
-            L.append(f"\n{o['incomplete']} examples exceeded the state cap (scores NaN).")
+            L.append(f"\n{o['incomplete']} examples exceeded the state cap (BFS/DFS scores NaN).")
+        if o.get("skipped"):
+            L.append(f"\n{o['skipped']} examples past the DP work budget (BFS/DFS scores NaN).")
         L.append("")
     p = res.get("probes")
     if p:
@@ -210,22 +213,6 @@ def analyze(model, batch, out_dir, *, title: str = "", **kw) -> dict:
 
 # --- command line ------------------------------------------------------------------------------
 
-def _literal(text: str):
-    low = text.lower()
-    if low in ("none", "null"):
-        return None
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    for t in (int, float):
-        try:
-            return t(text)
-        except ValueError:
-            pass
-    return text
-
-
 def add_analyze_parser(subparsers) -> argparse.ArgumentParser:
     """Add the ``analyze`` command to an argparse ``subparsers``; it calls :func:`analyze_main`."""
     p = subparsers.add_parser(
@@ -263,7 +250,7 @@ def analyze_main(args) -> int:
             k, eq, v = item.partition("=")
             if not eq or not k:
                 raise ParameterError("--task-opt", item, "must look like NAME=VALUE, e.g. max_vertices=8")
-            opts[k.strip().replace("-", "_")] = _literal(v.strip())
+            opts[k.strip().replace("-", "_")] = parse_literal(v.strip())
         if args.count < 2:
             raise ParameterError("--count", args.count, "must be >= 2")
         if args.control not in ("random", "none"):

@@ -12,6 +12,11 @@ path-merging       orders: ``order_path_merging``, ``schedule_path_merging``; pr
 value iteration    probes: ``value`` (only when the task's rewards are not just the goal)
 =================  ==========================================================================
 
+BFS counts layer-synchronous BFS in any direction: from the decision vertex
+(``fwd``), from the goal over reversed edges (``bwd``; with a goal-only
+reward this is also value iteration's computation, which is why ``value``
+needs task rewards), or all pairs (``pair``); path merging likewise.
+
 An item has a ``score`` in ``[0, 1]``, a ``chance`` level and a one-sided
 ``p``.  For order/schedule items ``chance`` is the larger of the
 permutation chance and the control (random-weights) model's score, and ``p``
@@ -145,18 +150,23 @@ def _shared(results: dict, alpha: float) -> dict:
     return out
 
 
+def _fmt(x, spec=".3f") -> str:
+    x = _f(x)
+    return format(x, spec) if math.isfinite(x) else "-"
+
+
 def format_table(v: dict) -> str:
     """The table as markdown."""
     lines = ["| algorithm | verdict | score | chance | alignment | items beating chance |",
              "|---|---|---|---|---|---|"]
     for r in v["table"]:
-        lines.append(f"| {r['algorithm']} | {r['verdict']} | {r['score']:.3f} | {r['chance']:.3f} | "
-                     f"{r['alignment']:+.3f} | {r['beats']}/{r['n_items']} |")
+        lines.append(f"| {r['algorithm']} | {r['verdict']} | {_fmt(r['score'])} | {_fmt(r['chance'])} | "
+                     f"{_fmt(r['alignment'], '+.3f')} | {r['beats']}/{r['n_items']} |")
     lines.append("")
     lines.append("| item | algorithm | score | chance | p | beats |")
     lines.append("|---|---|---|---|---|---|")
     for r in v["table"]:
         for i in r["items"]:
-            lines.append(f"| {i['item']} | {r['algorithm']} | {i['score']:.3f} | {i['chance']:.3f} | {i['p']:.2g} | "
-                         f"{'yes' if i['beats'] else 'no'} |")
+            lines.append(f"| {i['item']} | {r['algorithm']} | {_fmt(i['score'])} | {_fmt(i['chance'])} | "
+                         f"{_fmt(i['p'], '.2g')} | {'yes' if i['beats'] else 'no'} |")
     return "\n".join(lines)
