@@ -60,6 +60,16 @@ def _covers_reachable(a: np.ndarray, s: int, out: list[int]) -> bool:
     return bool(out) and out[0] == s and set(out) == set(np.flatnonzero(reach).tolist())
 
 
+def _checked(adj, start, order):
+    """``(adj, start, order)`` validated; ``order`` is None unless it lists exactly the reachable vertices."""
+    a = check_adjacency(adj)
+    s = check_vertex("start", start, a.shape[0])
+    out = _as_vertex_list(order, a.shape[0])
+    if out is None or not _covers_reachable(a, s, out):
+        out = None
+    return a, s, out
+
+
 def is_valid_bfs_order(adj, start, order, layered: bool = False) -> bool:
     """True iff some BFS from ``start`` (some neighbour ordering) visits vertices in ``order``.
 
@@ -71,12 +81,10 @@ def is_valid_bfs_order(adj, start, order, layered: bool = False) -> bool:
     ``4 - 0 - 1 - 2 - 3`` from 1 it is ``(1, 0, 2, 3, 4)``, while a queue that
     dequeues 0 before 2 must enqueue 4 before 3.
     """
-    a = check_adjacency(adj)
-    n = a.shape[0]
-    s = check_vertex("start", start, n)
-    out = _as_vertex_list(order, n)
-    if out is None or not _covers_reachable(a, s, out):
+    a, s, out = _checked(adj, start, order)
+    if out is None:
         return False
+    n = a.shape[0]
     if layered:
         dist = bfs(a, s)["distance"][-1][out]
         return bool((np.diff(dist) >= 0).all())
@@ -97,12 +105,10 @@ def is_valid_bfs_order(adj, start, order, layered: bool = False) -> bool:
 
 def is_valid_dfs_order(adj, start, order) -> bool:
     """True iff some preorder DFS from ``start`` (some neighbour ordering) visits vertices in ``order``."""
-    a = check_adjacency(adj)
-    n = a.shape[0]
-    s = check_vertex("start", start, n)
-    out = _as_vertex_list(order, n)
-    if out is None or not _covers_reachable(a, s, out):
+    a, s, out = _checked(adj, start, order)
+    if out is None:
         return False
+    n = a.shape[0]
     visited = np.zeros(n, dtype=bool)
     visited[s] = True
     stack = [s]
