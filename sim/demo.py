@@ -61,5 +61,7 @@ def run_demo(count: int = 256, seed: int = 0) -> int:
     console.print(f"\n[bold]one {first} example[/bold]\n{task.describe(batch, 0)}")
     for rname, tr in task.references(batch, 0).items():
         console.print(f"\n[bold]reference {rname}[/bold]\n{tr.describe()}")
-    console.print("\nNext: `algeval tasks list`, `algeval tasks sample search --count 2`.")
+    console.print("\nNext: `algeval tasks sample search --count 2`, `algeval build path-merging --max-vertices 8 "
+                  "--out runs/pm8`, `algeval show runs/pm8`, `algeval prove reverse`, `algeval train --help` "
+                  "(README: the construction stack, graph constructions, training, analyses).")
     return 0
