@@ -155,26 +155,34 @@ def exhaustive_queries(nv: int, max_lookahead: int):
     return adj[b], s, g
 
 
-def _correct(model, batch, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Per example: argmax in the answer set, and the margin (best correct logit minus best other logit)."""
-    import jax
-    import jax.numpy as jnp
+def _correct(model, batch, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Per example: argmax in the answer set, and the margin (best correct logit minus best other logit).
 
-    fn, state = model.functional()
-    run = jax.jit(lambda st, toks: fn(st, toks)[0][:, -1])
-    oks, margins = [], []
-    for i in range(0, len(batch), chunk):
-        logits = np.asarray(run(state, jnp.asarray(batch.tokens[i:i + chunk])))
-        ans = batch.answers[i:i + chunk, -1]
-        mask = np.zeros_like(logits, bool)
-        rows = np.repeat(np.arange(len(ans))[:, None], ans.shape[1], 1)
-        mask[rows[ans >= 0], ans[ans >= 0]] = True
-        best_in = np.where(mask, logits, -np.inf).max(1)
-        best_out = np.where(mask, -np.inf, logits).max(1)
-        oks.append(np.argmax(logits, 1)[:, None] == np.where(ans >= 0, ans, -1))
-        margins.append(best_in - best_out)
-    ok = np.concatenate([o.any(1) for o in oks])
-    return ok, np.concatenate(margins)
+    Logits come from :func:`algeval.models.fastpath.last_position_logits` (the same weights, zeros skipped,
+    the last position only); :func:`fastpath_crosscheck` compares it with the dense forward pass.
+    """
+    from algeval.models.fastpath import last_position_logits
+
+    logits = last_position_logits(model, batch.tokens, chunk=chunk)
+    ans = batch.answers[:, -1]
+    mask = np.zeros_like(logits, bool)
+    rows = np.repeat(np.arange(len(ans))[:, None], ans.shape[1], 1)
+    mask[rows[ans >= 0], ans[ans >= 0]] = True
+    best_in = np.where(mask, logits, -np.inf).max(1)
+    best_out = np.where(mask, -np.inf, logits).max(1)
+    ok = (np.argmax(logits, 1)[:, None] == np.where(ans >= 0, ans, -1)).any(1)
+    return ok, best_in - best_out
+
+
+def fastpath_crosscheck(model, tokens, count: int = 256) -> dict:
+    """The fast path against the dense forward pass on the first ``count`` inputs: same argmax, max |diff|."""
+    from algeval.models.fastpath import last_position_logits
+
+    t = np.asarray(tokens[:count])
+    fast = last_position_logits(model, t, chunk=len(t))
+    dense = np.asarray(model(t))[:, -1]
+    return {"checked": len(t), "same_argmax": int((fast.argmax(1) == dense.argmax(1)).sum()),
+            "max_abs_diff": float(np.abs(fast - dense).max())}
 
 
 def certify_search(claim: SearchClaim, samples: int = 100_000, seed: int = 0, beta_scale: float = 1.0,
@@ -220,13 +228,15 @@ def certify_search(claim: SearchClaim, samples: int = 100_000, seed: int = 0, be
     if shuffled is not None:
         base = _pad(batches[0][pick], width)
         sh = _pad(shuffled, width)
-        fn_pred = lambda bb: np.argmax(np.asarray(model(bb.tokens))[:, -1], 1)  # noqa: E731
-        shuffle_ok = int(sum((fn_pred(base[i:i + 2048]) == fn_pred(sh[i:i + 2048])).sum()
-                             for i in range(0, len(pick), 2048)))
+        from algeval.models.fastpath import last_position_logits
+        shuffle_ok = int((last_position_logits(model, base.tokens).argmax(1)
+                          == last_position_logits(model, sh.tokens).argmax(1)).sum())
     built = {"layers": model.cfg.n_unrolled(), "heads": model.cfg.n_heads, "d_model": model.cfg.d_model,
              "d_mlp": model.cfg.d_mlp}
     expected = claim.expected_resources(model.cfg.max_len)
-    passed = bool(ok.all()) and expected == built and (shuffle_ok is None or shuffle_ok == len(pick))
+    cross = fastpath_crosscheck(model, _pad(batches[0], width).tokens)
+    passed = (bool(ok.all()) and expected == built and (shuffle_ok is None or shuffle_ok == len(pick))
+              and cross["same_argmax"] == cross["checked"])
     return {
         "claim": claim.name,
         "construction": claim.construction,
@@ -240,6 +250,7 @@ def certify_search(claim: SearchClaim, samples: int = 100_000, seed: int = 0, be
         "passed": passed,
         "exact_on_domain": passed and claim.method == "exhaustive",
         "first_counterexample": counterexample,
+        "fastpath_vs_dense": cross,
         "edge_order_shuffle": None if shuffle_ok is None else {"checked": len(pick), "same_prediction": shuffle_ok},
         "min_decoding_margin": float(np.concatenate(margins).min()),
         "lookahead_reached": claim.lookahead_reached(),

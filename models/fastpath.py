@@ -1,0 +1,329 @@
+"""Exact, fast evaluation of a sparse model at its last position: for checking constructions.
+
+Hand-built models are mostly zeros: the path-merging construction at ``n = 16``
+has a ``1,300``-dimensional residual stream and ``4,608`` hidden units, but a
+merge unit reads two residual directions and a residual direction is written by
+``n + 2`` units.  A certificate only needs the logits at the decision (last)
+position.  :func:`last_position_fn` evaluates *the same weights* with two
+savings that change no term of the computation other than dropping products
+with an exact zero:
+
+1. **Positions.**  Let ``a`` be the last block (in the unrolled schedule) with
+   a live head.  Blocks before ``a`` run at every position; block ``a`` runs its
+   keys and values at every position and its query, and its MLP, at the last
+   position only; every later block runs at the last position only.  Exact for
+   any mask: the last position's output depends on earlier positions only
+   through attention.  At every position but the last, only the residual
+   directions that some later all-position read uses are kept (the *stream*
+   ``C``); the last position keeps all of them.  A head whose query and key
+   read only the one-hot position directions, which nothing writes, has the
+   same scores for every example and computes them once.
+2. **Sparsity.**  Every linear map ``y = x W`` is stored by its non-zero
+   pattern.  A map whose columns have at most ``K`` non-zeros with
+   ``K * cols <= density * rows * cols`` is stored in ELL form
+   (``idx (cols, K)``, ``w (cols, K)``) and applied as
+   ``y[j] = sum_k w[j, k] x[idx[j, k]]``; otherwise densely on its non-zero
+   rows only.  Hidden units with no live output (zero ``W_out`` row), or no
+   live input and a non-positive bias (``relu`` is then ``0``), are dropped;
+   so are heads with a zero ``W_O`` or ``W_V``.
+
+Floating point: the sums run over the same non-zero terms in another order, so
+logits agree with the dense forward pass to rounding (tested); argmax and the
+certificate's decoding margins are what the checks use.
+
+Supported: ``norm="none"``, ``mlp="relu"``, ``positions`` one-hot, learned or
+none (not rotary): the configuration every construction uses.  Anything else
+raises a :class:`~algeval.errors.ParameterError` naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from algeval.errors import ParameterError
+from algeval.models.masks import attention_mask
+
+
+@dataclass(frozen=True)
+class _Map:
+    """A linear map from a vector of length ``n_in`` to its live outputs ``cols``.
+
+    ``kind == "ell"``: ``y[..., j] = sum_k w[j, k] * x[..., idx[j, k]]``;
+    ``kind == "dense"``: ``y = x[..., rows] @ W``.
+    """
+
+    kind: str
+    a: np.ndarray  # ell: idx (cols, K);   dense: rows (R,)
+    b: np.ndarray  # ell: w   (cols, K);   dense: W (R, cols)
+    cols: np.ndarray  # the live output columns of the full map
+
+    def reads(self) -> set[int]:
+        """The input entries the map reads."""
+        if self.kind == "ell":
+            return set(self.a[self.b != 0].tolist())
+        return set(self.a.tolist())
+
+    def __call__(self, x, arrays):
+        """Apply to ``x (n_in, *batch)`` (entries first: row gathers are contiguous); returns ``(cols, *batch)``."""
+        a, b = arrays
+        if self.kind == "ell":
+            return (x[a] * b.reshape(b.shape + (1,) * (x.ndim - 1))).sum(1)
+        return jnp.tensordot(b, x[a], axes=[[0], [0]])
+
+
+def _compress(W: np.ndarray, density: float, keep_cols: np.ndarray | None = None) -> _Map:
+    """The sparse form of ``W (rows, cols)``, restricted to ``keep_cols`` (default: non-zero columns)."""
+    nz = W != 0
+    cols = np.flatnonzero(nz.any(0)) if keep_cols is None else np.asarray(keep_cols)
+    Wc = W[:, cols]
+    nzc = nz[:, cols]
+    K = int(nzc.sum(0).max()) if len(cols) else 0
+    rows = np.flatnonzero(nzc.any(1))
+    if len(cols) and K * len(cols) <= density * max(len(rows), 1) * len(cols):
+        K = max(K, 1)
+        idx = np.zeros((len(cols), K), np.int32)
+        w = np.zeros((len(cols), K), W.dtype)
+        for j in range(len(cols)):
+            r = np.flatnonzero(nzc[:, j])
+            idx[j, :len(r)] = r
+            w[j, :len(r)] = Wc[r, j]
+        return _Map("ell", idx, w, cols)
+    return _Map("dense", rows.astype(np.int32), Wc[rows], cols)
+
+
+def _np(p) -> np.ndarray:
+    return np.asarray(p[...])
+
+
+def _head_weights(at, cfg, h, bias):
+    g = h // (cfg.n_heads // cfg.kv_heads)
+    z = np.zeros(cfg.d_head, _np(at.W_Q).dtype)
+    b = {nm: (_np(getattr(at, nm))[i] if bias else z) for nm, i in (("b_Q", h), ("b_K", g), ("b_V", g))}
+    return _np(at.W_Q)[h], _np(at.W_K)[g], _np(at.W_V)[g], _np(at.W_O)[h], b["b_Q"], b["b_K"], b["b_V"]
+
+
+def _place(x, m: _Map, y, width: int):
+    """``x[m.cols] += y`` (entries first) as a row gather, which XLA's CPU backend does far faster than a
+    scatter: entry ``d`` of the update reads ``y`` at its place in ``m.cols``, or an appended zero row."""
+    place = np.full(width, len(m.cols), np.int32)
+    place[m.cols] = np.arange(len(m.cols))
+    y0 = jnp.concatenate([y, jnp.zeros((1,) + y.shape[1:], y.dtype)], 0)
+    return x + y0[place]
+
+
+def _col(b, like):
+    """A bias vector shaped to add to an entries-first array like ``like``."""
+    return b.reshape(b.shape + (1,) * (like.ndim - 1))
+
+
+def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
+                     loop_iterations: int | None = None):
+    """``(fn, arrays)`` with ``fn(arrays, tokens, prefix_end=None) -> logits (batch, vocab)`` at the last position.
+
+    ``fn`` is pure: wrap it in ``jax.jit`` with ``static_argnames="start"``
+    (``arrays`` is a pytree of the compressed weights; pass it as an argument,
+    not a closure constant).  ``density`` / ``stream_density``: the largest
+    fraction of non-zeros per column for the ELL form, for maps applied at the
+    last position / at every position (where a gather costs more than a dense
+    row of a matmul).
+    """
+    cfg = model.cfg
+    for field, ok in (("norm", cfg.norm == "none"), ("mlp", cfg.mlp == "relu"),
+                      ("positions", cfg.positions != "rotary")):
+        if not ok:
+            raise ParameterError(field, getattr(cfg, field), "the fast path supports norm=none, mlp=relu, "
+                                 "positions onehot/learned/none")
+    D, bias = cfg.d_model, cfg.use_bias
+    scale = cfg.d_head ** -0.5 if cfg.attn_scale is None else cfg.attn_scale
+    W_E = _np(model.W_E)
+    pos_dims = set(range(D - cfg.max_len, D)) if cfg.positions == "onehot" else set()
+    written = set(np.flatnonzero(W_E.any(0)).tolist())
+
+    # 1. per scheduled block: live heads (and whether positional), live MLP units
+    blocks = []
+    for blk in cfg.schedule(loop_iterations):
+        block = model.blocks[blk]
+        heads = []
+        for h in range(cfg.n_heads):
+            WQ, WK, WV, WO, bq, bk, bv = _head_weights(block.attn, cfg, h, bias)
+            eqk = np.flatnonzero((WQ.any(0) | (bq != 0)) & (WK.any(0) | (bk != 0)))
+            eov = np.flatnonzero((WV.any(0) | (bv != 0)) & WO.any(1))
+            if not len(eov):
+                continue
+            WQ, WK, bq, bk = WQ[:, eqk], WK[:, eqk], bq[eqk], bk[eqk]
+            WV, bv, WO = WV[:, eov], bv[eov], WO[eov]
+            qk_reads = set(np.flatnonzero(WQ.any(1) | WK.any(1)).tolist())
+            positional = bool(pos_dims) and qk_reads <= pos_dims and not written & pos_dims
+            heads.append(dict(WQ=WQ, WK=WK, WV=WV, WO=WO, bq=bq, bk=bk, bv=bv, positional=positional))
+        b_O = _np(block.attn.b_O) if bias else None
+        mlp = None
+        if cfg.has_mlp:
+            W_in, W_out = _np(block.mlp.W_in), _np(block.mlp.W_out)
+            b_in = _np(block.mlp.b_in) if bias else np.zeros(W_in.shape[1], W_in.dtype)
+            units = np.flatnonzero(W_out.any(1) & (W_in.any(0) | (b_in > 0)))
+            mlp = dict(W_in=W_in[:, units], b_in=b_in[units], W_out=W_out[units],
+                       b_out=_np(block.mlp.b_out) if bias else None)
+        for hd in heads:
+            written |= set(np.flatnonzero(hd["WO"].any(0)).tolist())
+        for extra in ([b_O] if b_O is not None else []) + ([mlp["W_out"].any(0)] if mlp else []) + \
+                ([mlp["b_out"]] if mlp and mlp["b_out"] is not None else []):
+            written |= set(np.flatnonzero(extra).tolist())
+        blocks.append(dict(heads=heads, b_O=b_O, mlp=mlp))
+    live = [i for i, b in enumerate(blocks) if b["heads"]]
+    a = live[-1] if live else -1
+
+    # 2. the stream C: what all-position computations read
+    reads: set[int] = set()
+    for i, b in enumerate(blocks[:a + 1]):
+        for hd in b["heads"]:
+            rows = hd["WV"].any(1) | (hd["WK"].any(1) if not hd["positional"] else False)
+            if i < a and not hd["positional"]:
+                rows = rows | hd["WQ"].any(1)
+            reads |= set(np.flatnonzero(rows).tolist())
+        if i < a and b["mlp"] is not None:
+            reads |= set(np.flatnonzero(b["mlp"]["W_in"].any(1)).tolist())
+    C = np.array(sorted(reads), np.int32)
+
+    # 3. compressed maps: stream (inputs/outputs in C) and last position (all of D)
+    plans, arrays = [], []
+    for i, b in enumerate(blocks):
+        hp, ha = [], []
+        for hd in b["heads"]:
+            stream_q = i < a and not hd["positional"]
+            q_in = hd["WQ"] if (hd["positional"] or not stream_q) else hd["WQ"][C]
+            k_in = hd["WK"] if hd["positional"] else hd["WK"][C]
+            maps = dict(q=_compress(q_in, stream_density if stream_q else density, np.arange(q_in.shape[1])),
+                        k=_compress(k_in, stream_density, np.arange(k_in.shape[1])),
+                        v=_compress(hd["WV"][C], stream_density, np.arange(hd["WV"].shape[1])),
+                        o_full=_compress(hd["WO"], density))
+            if i < a:
+                maps["o_stream"] = _compress(hd["WO"][:, C], stream_density)
+            hp.append((maps, hd["positional"]))
+            ha.append(({k: (m.a, m.b) for k, m in maps.items()}, hd["bq"], hd["bk"], hd["bv"]))
+        mp = ma = None
+        if b["mlp"] is not None:
+            m = b["mlp"]
+            mp = dict(i_full=_compress(m["W_in"], density, np.arange(m["W_in"].shape[1])),
+                      o_full=_compress(m["W_out"], density))
+            if i < a:
+                mp["i_stream"] = _compress(m["W_in"][C], stream_density, np.arange(m["W_in"].shape[1]))
+                mp["o_stream"] = _compress(m["W_out"][:, C], stream_density)
+            ma = ({k: (mm.a, mm.b) for k, mm in mp.items()}, m["b_in"], m["b_out"])
+        plans.append((hp, mp))
+        arrays.append((ha, b["b_O"], ma))
+    W_U = W_E.T if cfg.tied_unembed else _np(model.W_U)
+    urows = np.flatnonzero(W_U.any(1)).astype(np.int32)
+    emb = {"W_E": W_E, "W_E_C": W_E[:, C], "U": (urows, W_U[urows]),
+           "W_pos": _np(model.W_pos) if cfg.positions == "learned" else None,
+           "b_U": _np(model.b_U) if (not cfg.tied_unembed and bias) else None}
+    all_arrays = {"emb": emb, "blocks": arrays}
+    nC = len(C)
+
+    def attend(q, k, v, mask):
+        """``q (E, [B,] Tq)``, ``k (E, [B,] T)`` (no batch axis: positional), ``v (E, B, T)``, ``mask (B, Tq, T)``
+        -> ``z (E, B, Tq)``."""
+        qs, ks = ("eq" if q.ndim == 2 else "ebq"), ("ek" if k.ndim == 2 else "ebk")
+        out = "bqk" if "b" in qs + ks else "qk"
+        s = jnp.einsum(f"{qs},{ks}->{out}", q, k).astype(jnp.float32) * scale
+        p = jax.nn.softmax(jnp.where(mask, s, -jnp.inf), -1).astype(v.dtype)
+        return jnp.einsum("bqk,ebk->ebq", p, v)
+
+    def fn(arrs, tokens, prefix_end=None, start: int = 0):
+        """``tokens`` are columns ``start, start+1, ...`` of the model's input (``start > 0`` when leading
+        columns that are padding in every row were cut: pad keys are never read, so that is exact)."""
+        tokens = jnp.asarray(tokens)
+        B, T = tokens.shape
+        e = arrs["emb"]
+        dt = e["W_E"].dtype
+        if cfg.positions == "learned":
+            pe = e["W_pos"][start:start + T]
+        elif cfg.positions == "onehot":
+            pe = jnp.pad(jax.nn.one_hot(jnp.arange(T) + start, cfg.max_len, dtype=dt),
+                         ((0, 0), (D - cfg.max_len, 0)))
+        else:
+            pe = jnp.zeros((T, D), dt)
+        if prefix_end is not None:
+            prefix_end = jnp.asarray(prefix_end) - start
+        pe = pe.T                                     # (D, T): entries first, like the streams
+        xs = e["W_E_C"].T[:, tokens] + pe[C][:, None]  # (|C|, B, T): the stream
+        xl = e["W_E"].T[:, tokens[:, -1]] + pe[:, -1:]  # (D, B): the last position
+        mask = attention_mask(cfg.attention, tokens, prefix_end, cfg.pad_token_id)
+        for i, ((hp, mp), (ha, b_O, ma)) in enumerate(zip(plans, arrs["blocks"])):
+            if i < a:  # every position
+                upd_s, upd_l = xs, xl
+                for (maps, positional), (arr, bq, bk, bv) in zip(hp, ha):
+                    src = pe if positional else xs
+                    q = maps["q"](src, arr["q"]) + _col(bq, src)
+                    k = maps["k"](src, arr["k"]) + _col(bk, src)
+                    v = maps["v"](xs, arr["v"]) + _col(bv, xs)
+                    z = attend(q, k, v, mask)                                   # (E, B, T)
+                    upd_s = _place(upd_s, maps["o_stream"], maps["o_stream"](z, arr["o_stream"]), nC)
+                    upd_l = _place(upd_l, maps["o_full"], maps["o_full"](z[..., -1], arr["o_full"]), D)
+                xs, xl = upd_s, upd_l
+                if b_O is not None:
+                    xs, xl = xs + _col(b_O[C], xs), xl + _col(b_O, xl)
+                if mp is not None:
+                    arr, b_in, b_out = ma
+                    h = jax.nn.relu(mp["i_stream"](xs, arr["i_stream"]) + _col(b_in, xs))
+                    xs = _place(xs, mp["o_stream"], mp["o_stream"](h, arr["o_stream"]), nC)
+                    xl = _place(xl, mp["o_full"], mp["o_full"](h[..., -1], arr["o_full"]), D)
+                    if b_out is not None:
+                        xs, xl = xs + _col(b_out[C], xs), xl + _col(b_out, xl)
+                continue
+            upd = xl
+            for (maps, positional), (arr, bq, bk, bv) in zip(hp, ha):  # block a: keys from the stream
+                src_q = pe[:, -1:] if positional else xl[..., None]
+                q = maps["q"](src_q, arr["q"]) + _col(bq, src_q)
+                src_k = pe if positional else xs
+                k = maps["k"](src_k, arr["k"]) + _col(bk, src_k)
+                v = maps["v"](xs, arr["v"]) + _col(bv, xs)
+                z = attend(q, k, v, mask[:, -1:])[..., 0]                        # (E, B)
+                upd = _place(upd, maps["o_full"], maps["o_full"](z, arr["o_full"]), D)
+            xl = upd + _col(b_O, upd) if b_O is not None else upd
+            if mp is not None:
+                arr, b_in, b_out = ma
+                h = jax.nn.relu(mp["i_full"](xl, arr["i_full"]) + _col(b_in, xl))
+                xl = _place(xl, mp["o_full"], mp["o_full"](h, arr["o_full"]), D)
+                if b_out is not None:
+                    xl = xl + _col(b_out, xl)
+        rows, Wu = e["U"]
+        logits = jnp.tensordot(xl[rows], Wu, axes=[[0], [0]])  # (B, vocab)
+        return logits + e["b_U"] if e["b_U"] is not None else logits
+
+    return fn, jax.tree.map(jnp.asarray, all_arrays)
+
+
+def last_position_logits(model, tokens, prefix_end=None, chunk: int = 2048, loop_iterations: int | None = None,
+                         width_step: int = 16) -> np.ndarray:
+    """Logits at the last position for ``tokens (batch, pos)``, in input order, by :func:`last_position_fn`.
+
+    Rows are bucketed by their count of leading pad tokens (left padding), so each chunk drops the columns
+    that are padding in all of its rows (rounded down to ``width_step`` columns to bound recompilation).
+    """
+    tokens = np.asarray(tokens)
+    key = (id(model), loop_iterations)
+    if _CACHE.get("key") != key:
+        fn, arrs = last_position_fn(model, loop_iterations=loop_iterations)
+        _CACHE.update(key=key, fn=jax.jit(fn, static_argnames="start"), arrs=arrs)
+    f, arrs = _CACHE["fn"], _CACHE["arrs"]
+    pad = model.cfg.pad_token_id
+    lead = (np.cumprod(tokens == pad, axis=1).sum(1) if pad is not None else np.zeros(len(tokens), int))
+    order = np.argsort(-lead, kind="stable")
+    out = np.zeros((len(tokens), model.cfg.vocab_size), np.float64)
+    pe = None if prefix_end is None else np.asarray(prefix_end)
+    for i in range(0, len(order), chunk):
+        idx = order[i:i + chunk]
+        start = int(lead[idx].min()) // width_step * width_step
+        start = min(start, tokens.shape[1] - 1)
+        rows = idx if len(idx) == chunk else np.concatenate([idx, np.repeat(idx[-1:], chunk - len(idx))])
+        logits = f(arrs, jnp.asarray(tokens[rows, start:]), None if pe is None else jnp.asarray(pe[rows]),
+                   start=start)
+        out[idx] = np.asarray(logits)[:len(idx)]
+    return out
+
+
+_CACHE: dict = {}
