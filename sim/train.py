@@ -101,7 +101,8 @@ from algeval.sim.options import parse_literal
 
 __all__ = [
     "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "train", "stream_seed",
-    "lr_schedule", "make_optimizer", "frozen_mask", "read_metrics", "add_train_parser", "train_main",
+    "lr_schedule", "make_optimizer", "frozen_mask", "train_step_fn", "jit_train_step", "read_metrics",
+    "add_train_parser", "train_main",
     "TRAIN", "EVAL", "TRAIN_SET", "SHUFFLE",
 ]
 
@@ -332,6 +333,47 @@ def make_optimizer(cfg: TrainConfig, params, model_cfg=None):
     return optax.chain(*parts)
 
 
+def train_step_fn(fn, tx):
+    """The pure update ``(params, opt_state, batch) -> (params, opt_state, loss, grad_norm)``.
+
+    ``fn`` is :meth:`Transformer.functional`'s pure forward; ``loss`` is
+    ``answer_set_nll`` of the batch (``tokens``, ``answers``, ``loss_mask``
+    and, for prefix-full attention, ``prefix_end``), ``grad_norm`` the global
+    norm of the raw gradient, and the new parameters are ``params +
+    tx.update(grad)``.  No NNX graph is traversed at run time: ``fn`` merges
+    the graph once, while tracing.
+    """
+    import jax
+    import optax
+
+    def loss_fn(params, batch):
+        logits, _ = fn(params, batch["tokens"], None, batch.get("prefix_end"))
+        return _nll(logits, batch["answers"], batch["loss_mask"])
+
+    def one_step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        gnorm = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, gnorm
+
+    return one_step
+
+
+def jit_train_step(fn, tx, replicated, batch_sharding, compiler_options: dict | None = None):
+    """:func:`train_step_fn` vmapped over a leading seed axis and jitted, parameter and optimiser buffers donated.
+
+    Parameters and optimiser state are ``replicated``; the batch ``(seed,
+    batch, ...)`` is split by ``batch_sharding``.  ``compiler_options``: XLA
+    options for this one executable (e.g. ``{"xla_cpu_use_onednn": True}``).
+    """
+    import jax
+
+    rep = replicated
+    return jax.jit(jax.vmap(train_step_fn(fn, tx)), donate_argnums=(0, 1),
+                   in_shardings=(rep, rep, batch_sharding), out_shardings=(rep, rep, rep, rep),
+                   compiler_options=compiler_options)
+
+
 # --- files ---------------------------------------------------------------------
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -449,20 +491,9 @@ class Trainer:
         """``(tx, step, eval, init)``: the jitted pure functions (cached per model shape, optimiser and mesh)."""
         import jax
         import jax.numpy as jnp
-        import optax
         from jax.sharding import NamedSharding, PartitionSpec as P
 
         fn, _ = model.functional()
-
-        def loss_fn(params, batch):
-            logits, _ = fn(params, batch["tokens"], None, batch.get("prefix_end"))
-            return _nll(logits, batch["answers"], batch["loss_mask"])
-
-        def one_step(params, opt_state, batch):
-            loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-            gnorm = optax.tree.norm(grads)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss, gnorm
 
         def eval_one(params, batch):
             logits, _ = fn(params, batch["tokens"], None, batch.get("prefix_end"))
@@ -472,8 +503,7 @@ class Trainer:
             return per_ex * jnp.maximum(batch["loss_mask"].sum(-1), 1), exact
 
         rep, bsh, esh = self.replicated, self.batch_sharding, self.eval_sharding
-        step = jax.jit(jax.vmap(one_step), donate_argnums=(0, 1),
-                       in_shardings=(rep, rep, bsh), out_shardings=(rep, rep, rep, rep))
+        step = jit_train_step(fn, tx, rep, bsh)
         evaluate = jax.jit(jax.vmap(eval_one, in_axes=(0, None)), in_shardings=(rep, esh),
                            out_shardings=NamedSharding(self.mesh, P(None, "data")))
         init = jax.jit(jax.vmap(tx.init), in_shardings=(rep,), out_shardings=rep)

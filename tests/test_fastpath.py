@@ -17,7 +17,10 @@ def _close(model, tokens, prefix_end=None, tol=1e-4):
     dense = np.asarray(model(tokens, prefix_end=prefix_end))[:, -1]
     scale = max(1.0, float(np.abs(dense).max()))
     assert np.abs(fast - dense).max() <= tol * scale
-    assert (fast.argmax(1) == dense.argmax(1)).all()
+    top2 = np.sort(dense, 1)[:, -2:]
+    untied = top2[:, 1] - top2[:, 0] > 1e-3  # constructions tie correct children exactly
+    assert untied.sum() > len(dense) // 2
+    assert (fast.argmax(1) == dense.argmax(1))[untied].all()
 
 
 @pytest.mark.parametrize("which", ["path-merging", "bfs", "looped", "shortest-path"])
