@@ -10,6 +10,10 @@
     algeval train --task search --task-opt max_vertices=8 --layers 4 ... --out DIR
     algeval analyze MODEL_DIR --task search --out DIR
     algeval experiment NAME --scale smoke|cpu|full
+    algeval case-study --model CHECKPOINT_DIR --graph n7line --out DIR
+    algeval figures [--scale smoke|cpu|full] [--only NAME] [--out DIR] [--llama RESULTS_DIR]
+    algeval bench train [--shapes l2d64,l6d128] [--steps N] [--repeats R] [--out FILE]
+    algeval pipeline [--out runs/pipeline] [--scale smoke|cpu] [--samples N]
 
 A user mistake prints one line on stderr and exits with code 2.
 """
@@ -128,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_analyze_parser(sub)
     add_experiment_parser(sub)
+    from algeval.figures.make import add_figures_parser
+    add_figures_parser(sub)
+    from algeval.sim.case_study import add_case_study_parser
+    add_case_study_parser(sub)
+    from algeval.sim.bench import add_bench_parser
+    add_bench_parser(sub)
+    from algeval.sim.pipeline import add_pipeline_parser
+    add_pipeline_parser(sub)
     return p
 
 

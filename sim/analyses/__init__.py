@@ -10,6 +10,7 @@ the same calls.  One forward pass (:func:`collect`) can be shared through the
 :func:`representation_geometry`    node representations per layer, PCA, goal-competitor distance, cosines
 :func:`order_matching`             node-change order vs best-matching BFS / DFS / path-merging order (DP)
 :func:`probes`                     linear probes of reference-trace variables per layer, with controls
+:func:`reach_onsets`               newly-reached probes per distance; onset layers vs BFS / path-merging schedules
 :func:`causal_tests`               one-edge corrupted pairs, activation + attribution patching, ablation
 :func:`verdict`                    the algorithm-alignment table
 :func:`analyze`                    all of the above, written as results.json + arrays.npz + report.md
@@ -30,6 +31,7 @@ from algeval.sim.analyses.common import Acts, GraphInfo, collect, graph_info, ol
 from algeval.sim.analyses.geometry import event_times, representation_geometry
 from algeval.sim.analyses.named import Named
 from algeval.sim.analyses.orders import best_agreement_counts, order_matching, order_scores, state_graph
+from algeval.sim.analyses.onsets import newly_reached_check, planted_onsets, reach_onsets
 from algeval.sim.analyses.probes import fit_ridge, hop_labels, probe_accuracy, probes
 from algeval.sim.analyses.report import add_analyze_parser, analyze, analyze_main, run_all
 from algeval.sim.analyses.verdict import format_table, verdict
@@ -39,7 +41,7 @@ __all__ = [
     "ablate_heads", "activation_patching", "add_analyze_parser", "analyze", "analyze_main",
     "attention_to_path", "attribution_patching", "best_agreement_counts", "causal_tests", "collect",
     "corrupted_pairs", "event_times", "fit_ridge", "format_table", "graph_info", "head_ablation_sweep",
-    "hop_labels", "logit_diffs", "ols", "order_matching", "order_scores", "path_regression", "probe_accuracy",
+    "hop_labels", "logit_diffs", "newly_reached_check", "planted_onsets", "reach_onsets", "ols", "order_matching", "order_scores", "path_regression", "probe_accuracy",
     "probes", "random_model_like", "representation_geometry", "resolve_control",
     "run_all", "state_graph", "verdict",
 ]

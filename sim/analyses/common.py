@@ -40,6 +40,8 @@ from algeval.sim.analyses.named import Named
 from algeval.theory.graph import hop_distances
 
 EMBED = -1  # layer coordinate of the embedding (blocks.0.hook_resid_pre)
+#: the only hook names :func:`collect` caches (everything else is dropped by the forward pass)
+COLLECT_HOOKS = ("blocks.0.hook_resid_pre", "blocks.*.hook_resid_post", "blocks.*.attn.hook_pattern")
 
 
 # --- batch geometry -------------------------------------------------------------------
@@ -229,7 +231,7 @@ _REDUCERS: dict = {}
 def _reducer(model):
     cfg = model.cfg
     L = cfg.n_unrolled()
-    names = ["blocks.0.hook_resid_pre", "blocks.*.hook_resid_post", "blocks.*.attn.hook_pattern"]
+    names = list(COLLECT_HOOKS)
     fn, state = model.functional(names)
 
     def reduce(state, tokens, M, qpos, prefix_end):
@@ -253,13 +255,25 @@ def _reducer(model):
     return f, state
 
 
-def collect(model, batch, chunk: int = 256) -> Acts:
-    """Run ``model`` over ``batch`` once (jitted, ``chunk`` examples at a time) and keep :class:`Acts`."""
-    tokens = np.asarray(batch.tokens, np.int32)
+def collect(model, batch, chunk: int = 256, *, tokens=None) -> Acts:
+    """Run ``model`` over ``batch`` once (jitted, ``chunk`` examples at a time) and keep :class:`Acts`.
+
+    ``tokens`` (optional, shape of ``batch.tokens``): the model's input ids when they are not
+    ``batch.tokens`` -- a language model reads text ids while ``batch.tokens`` only marks which
+    positions mention which vertex (:mod:`algeval.sim.case_study`).
+    """
+    own = tokens is not None
+    if own:
+        tokens = np.asarray(tokens, np.int32)
+        if tokens.shape != np.shape(batch.tokens):
+            raise ParameterError("tokens", tokens.shape, f"must have the batch's shape {np.shape(batch.tokens)}")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= model.cfg.vocab_size):
+            raise ParameterError("tokens", int(tokens.max()), f"ids must lie in [0, {model.cfg.vocab_size})")
+    tokens = np.asarray(batch.tokens if tokens is None else tokens, np.int32)
     B, T = tokens.shape
     if T > model.cfg.max_len:
         raise ParameterError("batch", f"sequence length {T}", f"exceeds the model's max_len={model.cfg.max_len}")
-    if batch.vocab.size > model.cfg.vocab_size:
+    if not own and batch.vocab.size > model.cfg.vocab_size:
         raise ParameterError("batch", f"vocabulary of {batch.vocab.size}",
                              f"exceeds the model's vocab_size={model.cfg.vocab_size}")
     M = mention_matrix(batch)

@@ -30,6 +30,7 @@ from algeval.sim.analyses.common import answer_accuracy, collect, graph_info, re
 from algeval.sim.analyses.geometry import representation_geometry
 from algeval.sim.analyses.named import Named, to_jsonable
 from algeval.sim.analyses.orders import order_matching
+from algeval.sim.analyses.onsets import reach_onsets
 from algeval.sim.analyses.probes import probes
 from algeval.sim.analyses.verdict import format_table, verdict
 
@@ -43,7 +44,7 @@ _BIG = {  # section -> keys stored in arrays.npz instead of results.json
 
 
 def run_all(model, batch, *, control="random", n_perm: int = 64, n_exact: int = 50, seed: int = 0,
-            causal: bool = True, chunk: int = 256) -> dict:
+            causal: bool = True, chunk: int = 256, onsets: bool = True) -> dict:
     """Run every analysis; returns ``{section: result}`` plus ``verdict`` and ``timing`` (seconds)."""
     timing = {}
     t = time.perf_counter()
@@ -70,6 +71,9 @@ def run_all(model, batch, *, control="random", n_perm: int = 64, n_exact: int = 
     lap("orders")
     res["probes"] = probes(model, batch, acts=acts, info=info, control=ctrl, seed=seed)
     lap("probes")
+    if onsets:
+        res["onsets"] = reach_onsets(model, batch, acts=acts, info=info, control=ctrl, seed=seed)
+        lap("onsets")
     if causal:
         try:
             res["causal"] = causal_tests(model, batch, n_exact=n_exact, seed=seed, attention=res["attention"])
@@ -178,6 +182,30 @@ def _markdown(res: dict, title: str) -> str:
             for f, row in zip(acc.coords["family"], best):
                 L.append(f"| {f} | " + " | ".join(f"{x:.3f}" for x in row) + " |")
         L.append("")
+    n = res.get("onsets")
+    if n:
+        L += ["## Newly reached vertices: onset layers (linear = BFS, exponential = path merging)", "",
+              f"Rule: {n['rule']}. Families counted: {', '.join(n['counted']) or 'none'}.", "",
+              "| schedule | score | chance | null | shuffled | control model | p | family | offset | bands matched |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for k, s in n["summary"].items():
+            c = s.get("control")
+            L.append(f"| {k} | {s['score']:.3f} | {s['chance']:.3f} | {s['null']:.3f} | {s['shuffled']:.3f} | "
+                     f"{'-' if c is None else f'{c:.3f}'} | {s['p']:.2g} | {s['family']} | {s['offset']} | "
+                     f"{s['matched']}/{s['bands']} |")
+        acc, on = n["accuracy"], n["onset"]
+        for fi, f in enumerate(acc.coords["family"]):
+            A = acc.values[fi]
+            if not np.isfinite(A).any(axis=0).any():
+                continue
+            L += ["", f"`{f}`: balanced accuracy of the newly-reached probe by distance (rows) and layer; "
+                  "onset = first layer index of the step (-1: none)", "",
+                  "| distance | onset | " + " | ".join(("embed" if l == -1 else str(l)) for l in acc.coords["layer"])
+                  + " |", "|---|---|" + "---|" * len(acc.coords["layer"])]
+            for j, d in enumerate(acc.coords["distance"]):
+                if np.isfinite(A[:, j]).any():
+                    L.append(f"| {d} | {int(on.values[fi, j])} | " + " | ".join(f"{x:.3f}" for x in A[:, j]) + " |")
+        L.append("")
     c = res.get("causal")
     if c:
         L += ["## Causal tests", ""]
@@ -195,6 +223,16 @@ def _markdown(res: dict, title: str) -> str:
         L.append("")
     L += ["Timing (s): " + ", ".join(f"{k} {v}" for k, v in res["timing"].items()), ""]
     return "\n".join(L)
+
+
+def results_json(res: dict) -> tuple[dict, dict]:
+    """``(results.json part, arrays.npz arrays)`` of a :func:`run_all`-shaped result, as :func:`analyze` writes them."""
+    return _split(res)
+
+
+def report_markdown(res: dict, title: str) -> str:
+    """The markdown report of a :func:`run_all`-shaped result, as :func:`analyze` writes it."""
+    return _markdown(res, title)
 
 
 def analyze(model, batch, out_dir, *, title: str = "", **kw) -> dict:

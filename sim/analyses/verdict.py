@@ -6,11 +6,20 @@ prediction is specific to it:
 =================  ==========================================================================
 algorithm          items (result -> key)
 =================  ==========================================================================
-BFS                orders: ``order_bfs``, ``schedule_bfs``; probes: ``linear`` (one hop per block)
+BFS                orders: ``order_bfs``, ``schedule_bfs``; onsets: ``linear`` (one hop per block)
 DFS                orders: ``order_dfs``
-path-merging       orders: ``order_path_merging``, ``schedule_path_merging``; probes: ``exponential``
+path-merging       orders: ``order_path_merging``, ``schedule_path_merging``; onsets: ``exponential``
 value iteration    probes: ``value`` (only when the task's rewards are not just the goal)
 =================  ==========================================================================
+
+The onset items (:mod:`~algeval.sim.analyses.onsets`) score where the two
+depth schedules *disagree*: the layer from which a vertex at distance ``d``
+becomes decodable, ``c + d - 1`` (linear) or ``c + ceil(log2 d)``
+(exponential).  The per-threshold probe scores ``linear`` / ``exponential``
+of :mod:`~algeval.sim.analyses.probes` are reported but not counted: at
+small distances the two schedules share most of their points, so those
+scores do not separate BFS from path merging (on the BFS construction both
+beat chance and the exponential one scored higher).
 
 BFS counts layer-synchronous BFS in any direction: from the decision vertex
 (``fwd``), from the goal over reversed edges (``bwd``; with a goal-only
@@ -23,7 +32,9 @@ permutation chance and the control (random-weights) model's score, and ``p``
 the larger of the permutation p-value and the paired test against the
 control; for probes ``chance`` is the larger of the shuffled-label and
 control-model schedule scores, each maximised like the model's (see
-:mod:`~algeval.sim.analyses.probes`).  An item **beats chance** iff
+:mod:`~algeval.sim.analyses.probes`); for onsets it is the largest of the
+random-onset null mean, the shuffled-label and the control-model scores, and
+``p`` the random-onset null's tail.  An item **beats chance** iff
 
     p < alpha (0.01)   and   score - chance >= margin (0.05).
 
@@ -52,10 +63,11 @@ import math
 import numpy as np
 
 ALGORITHMS = {
-    "BFS": {"orders": ("order_bfs", "schedule_bfs"), "probes": ("linear",)},
-    "DFS": {"orders": ("order_dfs",), "probes": ()},
-    "path-merging": {"orders": ("order_path_merging", "schedule_path_merging"), "probes": ("exponential",)},
-    "value iteration": {"orders": (), "probes": ("value",)},
+    "BFS": {"orders": ("order_bfs", "schedule_bfs"), "probes": (), "onsets": ("linear",)},
+    "DFS": {"orders": ("order_dfs",), "probes": (), "onsets": ()},
+    "path-merging": {"orders": ("order_path_merging", "schedule_path_merging"), "probes": (),
+                     "onsets": ("exponential",)},
+    "value iteration": {"orders": (), "probes": ("value",), "onsets": ()},
 }
 ALPHA = 0.01
 MARGIN = 0.05
@@ -96,17 +108,21 @@ def verdict(results: dict, alpha: float = ALPHA, margin: float = MARGIN) -> dict
     """Algorithm-alignment table from analysis results (see the module docstring).
 
     ``results`` may hold ``orders`` (from :func:`~algeval.sim.analyses.orders.order_matching`),
-    ``probes`` (:func:`~algeval.sim.analyses.probes.probes`), ``attention``
+    ``probes`` (:func:`~algeval.sim.analyses.probes.probes`), ``onsets``
+    (:func:`~algeval.sim.analyses.onsets.reach_onsets`), ``attention``
     (:func:`~algeval.sim.analyses.attention.attention_to_path`) and ``causal``
     (:func:`~algeval.sim.analyses.causal.causal_tests`); missing ones leave their items out.
     Returns ``table`` (one row per algorithm), ``verdict`` (a line), ``best``, ``shared``.
     """
     osum = (results.get("orders") or {}).get("summary", {})
     psum = (results.get("probes") or {}).get("summary", {})
+    nsum = (results.get("onsets") or {}).get("summary", {})
     rows = []
     for alg, spec in ALGORITHMS.items():
         items = [order_item(k, osum[k], alpha, margin) for k in spec["orders"] if k in osum]
         items += [probe_item(f"probe_{k}", psum[k], alpha, margin) for k in spec["probes"] if k in psum]
+        items += [_item(f"onset_{k}", "onsets", nsum[k].get("score"), nsum[k].get("chance"), nsum[k].get("p"),
+                        alpha, margin) for k in spec["onsets"] if k in nsum]
         d = [i for i in items if i["defined"]]
         n_beat = sum(i["beats"] for i in d)
         row = {"algorithm": alg, "items": items, "n_items": len(d), "beats": n_beat,
