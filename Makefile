@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # `llm` extra (torch>=2.3, for tests/test_llama.py's PyTorch reference) never pulls a CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test test-all bench clean
+.PHONY: setup demo tour test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
+	$(VENV)/bin/algeval pipeline --out runs/pipeline
+
+tour: $(STAMP)
 	$(VENV)/bin/algeval demo
 
 test: $(STAMP)
