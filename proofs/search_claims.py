@@ -174,7 +174,7 @@ def _correct(model, batch, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     return ok, best_in - best_out
 
 
-def fastpath_crosscheck(model, tokens, count: int = 256, rtol: float = 1e-4) -> dict:
+def fastpath_crosscheck(model, tokens, count: int = 64, rtol: float = 1e-4) -> dict:
     """The fast path against the dense forward pass on the first ``count`` inputs.
 
     ``agrees``: every logit within ``rtol * max(1, max |dense logit|)``.  ``same_argmax`` counts the rows

@@ -23,7 +23,9 @@ def _close(model, tokens, prefix_end=None, tol=1e-4):
     assert (fast.argmax(1) == dense.argmax(1))[untied].all()
 
 
-@pytest.mark.parametrize("which", ["path-merging", "bfs", "looped", "shortest-path"])
+@pytest.mark.parametrize("which", ["path-merging", pytest.param("bfs", marks=pytest.mark.slow),
+                                   pytest.param("looped", marks=pytest.mark.slow),
+                                   pytest.param("shortest-path", marks=pytest.mark.slow)])
 def test_constructions_match_dense(which):
     if which == "shortest-path":
         task = get_task("shortest-path", max_vertices=5, family="er")
@@ -37,8 +39,10 @@ def test_constructions_match_dense(which):
     _close(model, batch.tokens)
 
 
-@pytest.mark.parametrize("attention,positions", [("causal", "onehot"), ("causal", "learned"),
-                                                 ("prefix-full", "onehot"), ("full", "none")])
+@pytest.mark.parametrize("attention,positions", [("causal", "onehot"),
+                                                 pytest.param("causal", "learned", marks=pytest.mark.slow),
+                                                 ("prefix-full", "onehot"),
+                                                 pytest.param("full", "none", marks=pytest.mark.slow)])
 def test_random_dense_model_matches(attention, positions):
     """A random (dense) model: no zeros to skip, every position live; left padding is cut exactly."""
     cfg = TransformerConfig(vocab_size=11, max_len=20, n_layers=3, d_model=32 if positions != "onehot" else 40,
