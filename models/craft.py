@@ -140,6 +140,15 @@ class CraftModel:
     pad_token: str | None = None  # keys holding this token are never attended
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def scale_betas(self, factor: float) -> "CraftModel":
+        """Multiply every head's inverse temperature (its whole ``qk`` map and recorded ``beta``) by ``factor``,
+        in place; returns ``self``.  Certificates use it to probe how much the derived betas can be lowered."""
+        for layer in self.layers:
+            for h in layer.heads:
+                h.qk = {k: v * factor for k, v in h.qk.items()}
+                h.beta *= factor
+        return self
+
     def check(self) -> None:
         """Every label a block reads or writes exists; positions are the last ``max_len`` dims."""
         res = self.residual

@@ -180,6 +180,22 @@ def certify(claim: Claim, dtype: str = "float32", samples: int = 100_000, seed: 
     return cert
 
 
+def smallest_passing_scale(passes, name: str, tol: float = 0.02) -> float:
+    """Bisection on ``(0, 1]`` for the smallest factor ``s`` on every derived beta with ``passes(s)`` true, to
+    within ``tol`` (assumes passing is monotone in ``s``).  Raises if ``passes(1.0)`` is false: the claim
+    ``name`` fails even at the derived betas."""
+    if not passes(1.0):
+        raise ParameterError("claim", name, "fails even at the derived beta")
+    lo, hi = 0.0, 1.0
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        if passes(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def _versions(algeval_version: str) -> dict:
     import flax
     import jax

@@ -96,11 +96,11 @@ class DFSClaim:
 
 def build(claim: DFSClaim, beta_scale: float = 1.0, dtype: str = "float32"):
     """``(model, meta, craft)``: the construction for the claim's task, every beta times ``beta_scale``."""
-    from algeval.models.constructions.dfs_cot import dfs_cot, scale_betas
+    from algeval.models.constructions.dfs_cot import dfs_cot
 
     craft = dfs_cot(claim.task())
     if beta_scale != 1.0:
-        scale_betas(craft, beta_scale)
+        craft.scale_betas(beta_scale)
     model, meta = craft.to_transformer(dtype)
     return model, meta, craft
 
@@ -379,17 +379,11 @@ def smallest_passing_beta_scale(claim: DFSClaim, samples: int = 2000, seed: int 
     The probe is the claim itself when exhaustive, else ``samples`` sampled prompts (no greedy run:
     teacher-forced correctness is the criterion).
     """
-    kw = dict(samples=samples, seed=seed, greedy_samples=0)
-    if not certify_dfs(claim, **kw)["passed"]:
-        raise ParameterError("claim", claim.name, "fails even at the derived beta")
-    lo, hi = 0.0, 1.0
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        if certify_dfs(claim, beta_scale=mid, **kw)["passed"]:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    from algeval.proofs.certify import smallest_passing_scale
+
+    return smallest_passing_scale(
+        lambda s: certify_dfs(claim, samples=samples, seed=seed, greedy_samples=0, beta_scale=s)["passed"],
+        claim.name, tol)
 
 
 def default_dfs_claims() -> list[DFSClaim]:

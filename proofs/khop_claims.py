@@ -232,19 +232,10 @@ def smallest_passing_beta_scale(claim: KHopClaim, samples: int = 2000, seed: int
     Exhaustive claims are probed on their whole domain, sampled ones on
     ``samples`` seeded inputs.  Raises if the claim fails at the derived beta.
     """
-    def ok(scale):
-        return certify_khop(claim, samples=samples, seed=seed, beta_scale=scale)["passed"]
+    from algeval.proofs.certify import smallest_passing_scale
 
-    if not ok(1.0):
-        raise ParameterError("claim", claim.name, "fails even at the derived beta")
-    lo, hi = 0.0, 1.0
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return smallest_passing_scale(
+        lambda s: certify_khop(claim, samples=samples, seed=seed, beta_scale=s)["passed"], claim.name, tol)
 
 
 def beta_report(claims: list[KHopClaim], samples: int = 2000, seed: int = 1, tol: float = 0.02) -> dict:

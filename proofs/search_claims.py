@@ -117,10 +117,7 @@ def build(claim: SearchClaim, task, beta_scale: float = 1.0, dtype: str = "float
         looped = claim.construction == "path-merging-looped"
         craft = path_merging_search(task, claim.max_lookahead, loop=looped, iterations=claim.iterations)
     if beta_scale != 1.0:
-        for layer in craft.layers:
-            for h in layer.heads:
-                h.qk = {k: v * beta_scale for k, v in h.qk.items()}
-                h.beta *= beta_scale
+        craft.scale_betas(beta_scale)
     return to_model(craft, dtype) + (craft,)
 
 
@@ -292,17 +289,11 @@ def _pad(b, width: int):
 
 def smallest_passing_beta_scale(claim: SearchClaim, samples: int = 2000, seed: int = 1, tol: float = 0.02) -> float:
     """Bisection on the factor multiplying every derived beta: the smallest that still passes ``samples`` inputs."""
-    lo, hi = 0.0, 1.0
+    from algeval.proofs.certify import smallest_passing_scale
+
     probe = SearchClaim(claim.construction, claim.max_vertices, claim.max_lookahead, "sampled", claim.iterations)
-    if not certify_search(probe, samples=samples, seed=seed)["passed"]:
-        raise ParameterError("claim", claim.name, "fails even at the derived beta")
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        if certify_search(probe, samples=samples, seed=seed, beta_scale=mid)["passed"]:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return smallest_passing_scale(
+        lambda s: certify_search(probe, samples=samples, seed=seed, beta_scale=s)["passed"], claim.name, tol)
 
 
 def default_search_claims() -> list[SearchClaim]:

@@ -97,11 +97,11 @@ class ValuePathClaim:
 
 def build(claim: ValuePathClaim, beta_scale: float = 1.0, dtype: str = "float32"):
     """``(model, meta, craft)``: the claim's construction, every beta multiplied by ``beta_scale``."""
-    from algeval.models.constructions.value_path import scale_betas, value_path_model
+    from algeval.models.constructions.value_path import value_path_model
 
     craft = value_path_model(claim.task(), claim.max_steps)
     if beta_scale != 1.0:
-        scale_betas(craft, beta_scale)
+        craft.scale_betas(beta_scale)
     model, meta = craft.to_transformer(dtype)
     return model, meta, craft
 
@@ -326,17 +326,11 @@ def certify_value_path(claim: ValuePathClaim, samples: int = 100_000, seed: int 
 
 def smallest_passing_beta_scale(claim: ValuePathClaim, samples: int = 500, seed: int = 1, tol: float = 0.02) -> float:
     """Bisection on the factor multiplying every derived beta: the smallest that still passes ``samples`` inputs."""
+    from algeval.proofs.certify import smallest_passing_scale
+
     probe = ValuePathClaim(claim.max_vertices, claim.max_steps, "sampled", claim.min_reward, claim.max_reward)
-    if not certify_value_path(probe, samples=samples, seed=seed)["passed"]:
-        raise ParameterError("claim", claim.name, "fails even at the derived beta")
-    lo, hi = 0.0, 1.0
-    while hi - lo > tol:
-        mid = (lo + hi) / 2
-        if certify_value_path(probe, samples=samples, seed=seed, beta_scale=mid)["passed"]:
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return smallest_passing_scale(
+        lambda s: certify_value_path(probe, samples=samples, seed=seed, beta_scale=s)["passed"], claim.name, tol)
 
 
 DEFAULT_SAMPLES = 2000  # ``prove --all`` caps a sampled value-path check at this many prompts (~20-50/s at n = 8)

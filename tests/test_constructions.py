@@ -118,3 +118,13 @@ def test_shortest_path_next_hop_on_every_family():
     model, _ = to_model(shortest_path_next_hop(task))
     b = task.sample(300, seed=2)
     assert bool(np.all(answer_set_correct(model(b.tokens), b.answers, b.loss_mask)[1]))
+
+
+def test_beta_bisection_finds_the_threshold_and_refuses_a_failing_claim():
+    from algeval.errors import ParameterError
+    from algeval.proofs.certify import smallest_passing_scale
+
+    s = smallest_passing_scale(lambda x: x >= 0.3, "toy", tol=0.01)
+    assert 0.3 <= s <= 0.31
+    with pytest.raises(ParameterError, match="fails even at the derived beta"):
+        smallest_passing_scale(lambda x: False, "toy")

@@ -175,12 +175,3 @@ def dfs_cot(task) -> CraftModel:
         attention="prefix-full", pad_token="<pad>",
         meta={"construction": "dfs-cot", "task": task.name, "task_options": dict(task.config),
               "betas": betas, "max_edges": me, "num_labels": L})
-
-
-def scale_betas(craft: CraftModel, factor: float) -> CraftModel:
-    """Multiply every head's inverse temperature (its whole ``qk`` map) by ``factor``, in place."""
-    for layer in craft.layers:
-        for h in layer.heads:
-            h.qk = {k: v * factor for k, v in h.qk.items()}
-            h.beta *= factor
-    return craft

@@ -234,12 +234,3 @@ def value_path_model(task, max_steps: int | None = None, undirected: bool | None
             "max_steps": H, "undirected": und, "constants": c, "propagate_layers": [2, 1 + H]}
     return CraftModel(residual=Space(tuple(labels)), vocab=tuple(voc.tokens), embed=embed, layers=layers, max_len=T,
                       readout={f"out:{v}": v for v in V}, attention="causal", pad_token="<pad>", meta=meta)
-
-
-def scale_betas(craft: CraftModel, factor: float) -> CraftModel:
-    """Multiply every head's inverse temperature (its ``qk`` and recorded ``beta``) by ``factor``, in place."""
-    for layer in craft.layers:
-        for h in layer.heads:
-            h.qk = {k: v * factor for k, v in h.qk.items()}
-            h.beta *= factor
-    return craft
