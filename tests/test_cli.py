@@ -48,6 +48,8 @@ def test_tasks_sample_prints_readable_examples(capsys):
     (["build", "nope", "--out", "/tmp/never"], "program='nope'"),
     (["show", "/nonexistent/dir"], "is not a directory"),
     (["prove"], "NAME"),
+    (["pipeline", "--scale", "huge"], "--scale='huge'"),
+    (["pipeline", "--samples", "0"], "--samples=0"),
 ])
 def test_user_mistakes_give_one_line_and_exit_2(capsys, argv, needle):
     code, out, err = run(capsys, *argv)
