@@ -17,15 +17,25 @@ with an exact zero:
    directions that some later all-position read uses are kept (the *stream*
    ``C``); the last position keeps all of them.  A head whose query and key
    read only the one-hot position directions, which nothing writes, has the
-   same scores for every example and computes them once.
+   same scores for every example and computes them once; at every position
+   it never forms a ``(batch, T, T)`` array (:func:`shared_score_attention`).
 2. **Sparsity.**  Every linear map ``y = x W`` is stored by its non-zero
    pattern.  A map whose columns have at most ``K`` non-zeros with
    ``K * cols <= density * rows * cols`` is stored in ELL form
    (``idx (cols, K)``, ``w (cols, K)``) and applied as
-   ``y[j] = sum_k w[j, k] x[idx[j, k]]``; otherwise densely on its non-zero
-   rows only.  Hidden units with no live output (zero ``W_out`` row), or no
-   live input and a non-positive bias (``relu`` is then ``0``), are dropped;
-   so are heads with a zero ``W_O`` or ``W_V``.
+   ``y[j] = sum_k w[j, k] x[idx[j, k]]`` (term by term, so XLA fuses it);
+   otherwise densely on its non-zero rows only; an output map with a few
+   heavy columns is split into an ELL and a dense part.  Hidden units with no
+   live output (zero ``W_out`` row), or no live input and a non-positive bias
+   (``relu`` is then ``0``), are dropped; so are heads with a zero ``W_O`` or
+   ``W_V``.  Index sets that are contiguous runs become slices, and writes to
+   a contiguous run of the stream in-place slice updates.
+
+Speed is memory traffic: the all-position stream is ``|C| x batch x T``
+floats, so :func:`last_position_logits` works in chunks of ``128`` prompts,
+whose arrays stay in cache (on the 2-core CI machine, path merging at
+``n = 16``: ~2,700 graphs/s in chunks of 2,048 before these changes, ~19,000
+in chunks of 128 after; ``benchmarks/bench_search_check.py``).
 
 Floating point: the sums run over the same non-zero terms in another order, so
 logits agree with the dense forward pass to rounding (tested); argmax and the
@@ -46,6 +56,9 @@ import numpy as np
 
 from algeval.errors import ParameterError
 from algeval.models.masks import attention_mask
+
+
+_UNROLL = 32  # ELL maps with at most this many non-zeros per column are applied term by term
 
 
 @dataclass(frozen=True)
@@ -71,28 +84,74 @@ class _Map:
         """Apply to ``x (n_in, *batch)`` (entries first: row gathers are contiguous); returns ``(cols, *batch)``."""
         a, b = arrays
         if self.kind == "ell":
-            return (x[a] * b.reshape(b.shape + (1,) * (x.ndim - 1))).sum(1)
-        return jnp.tensordot(b, x[a], axes=[[0], [0]])
+            col = lambda c: c.reshape(c.shape + (1,) * (x.ndim - 1))  # noqa: E731
+            if a.shape[1] <= _UNROLL:  # K gathers summed elementwise: XLA fuses it, a reduce over K it does not
+                y = _rows(x, self.a[:, 0]) * col(b[:, 0])   # static rows: a slice when contiguous
+                for j in range(1, a.shape[1]):
+                    y = y + _rows(x, self.a[:, j]) * col(b[:, j])
+                return y
+            return (x[a] * col(b)).sum(1)
+        return jnp.tensordot(b, _rows(x, self.a), axes=[[0], [0]])  # static rows: a slice if contiguous
+
+    def arrays(self):
+        return (self.a, self.b)
 
 
-def _compress(W: np.ndarray, density: float, keep_cols: np.ndarray | None = None) -> _Map:
-    """The sparse form of ``W (rows, cols)``, restricted to ``keep_cols`` (default: non-zero columns)."""
+@dataclass(frozen=True)
+class _Split:
+    """Columns with few non-zeros in ELL form, the rest dense: ``y = concat(ell(x), dense(x))`` over
+    ``cols = concat(ell.cols, dense.cols)`` (output maps only, where ``cols`` says where each output goes)."""
+
+    parts: tuple
+    cols: np.ndarray
+
+    def reads(self) -> set[int]:
+        return set().union(*(p.reads() for p in self.parts))
+
+    def __call__(self, x, arrays):
+        return jnp.concatenate([p(x, arr) for p, arr in zip(self.parts, arrays)], 0)
+
+    def arrays(self):
+        return tuple(p.arrays() for p in self.parts)
+
+
+def _ell(W: np.ndarray, nz: np.ndarray, cols: np.ndarray) -> _Map:
+    K = max(int(nz[:, cols].sum(0).max()) if len(cols) else 0, 1)
+    idx = np.zeros((len(cols), K), np.int32)
+    w = np.zeros((len(cols), K), W.dtype)
+    for j, c in enumerate(cols):
+        r = np.flatnonzero(nz[:, c])
+        idx[j, :len(r)] = r
+        w[j, :len(r)] = W[r, c]
+    return _Map("ell", idx, w, cols)
+
+
+def _dense(W: np.ndarray, nz: np.ndarray, cols: np.ndarray) -> _Map:
+    """Dense on the live rows; on their whole span (zero rows included) when that is at most twice as many,
+    so the input is a slice of ``x`` rather than a gathered copy."""
+    rows = np.flatnonzero(nz[:, cols].any(1)).astype(np.int32)
+    if len(rows) and rows[-1] + 1 - rows[0] <= 2 * len(rows):
+        rows = np.arange(rows[0], rows[-1] + 1, dtype=np.int32)
+    return _Map("dense", rows, W[np.ix_(rows, cols)], cols)
+
+
+def _compress(W: np.ndarray, density: float, keep_cols: np.ndarray | None = None):
+    """The sparse form of ``W (rows, cols)``, restricted to ``keep_cols`` (default: non-zero columns).
+
+    A column is *light* when its non-zeros are at most ``density`` times the map's live rows.  All light:
+    ELL; none: dense on the live rows.  Both, and the output order is free (``keep_cols`` not given): a
+    :class:`_Split` (one heavy column, such as a flag every unit writes, no longer forces the whole map dense).
+    """
     nz = W != 0
     cols = np.flatnonzero(nz.any(0)) if keep_cols is None else np.asarray(keep_cols)
-    Wc = W[:, cols]
-    nzc = nz[:, cols]
-    K = int(nzc.sum(0).max()) if len(cols) else 0
-    rows = np.flatnonzero(nzc.any(1))
-    if len(cols) and K * len(cols) <= density * max(len(rows), 1) * len(cols):
-        K = max(K, 1)
-        idx = np.zeros((len(cols), K), np.int32)
-        w = np.zeros((len(cols), K), W.dtype)
-        for j in range(len(cols)):
-            r = np.flatnonzero(nzc[:, j])
-            idx[j, :len(r)] = r
-            w[j, :len(r)] = Wc[r, j]
-        return _Map("ell", idx, w, cols)
-    return _Map("dense", rows.astype(np.int32), Wc[rows], cols)
+    counts = nz[:, cols].sum(0)
+    light = counts <= density * max(int(nz[:, cols].any(1).sum()), 1)
+    if light.all() and len(cols):
+        return _ell(W, nz, cols)
+    if keep_cols is None and light.any():
+        return _Split((_ell(W, nz, cols[light]), _dense(W, nz, cols[~light])),
+                      np.concatenate([cols[light], cols[~light]]))
+    return _dense(W, nz, cols)
 
 
 def _np(p) -> np.ndarray:
@@ -106,9 +165,32 @@ def _head_weights(at, cfg, h, bias):
     return _np(at.W_Q)[h], _np(at.W_K)[g], _np(at.W_V)[g], _np(at.W_O)[h], b["b_Q"], b["b_K"], b["b_V"]
 
 
-def _place(x, m: _Map, y, width: int):
-    """``x[m.cols] += y`` (entries first) as a row gather, which XLA's CPU backend does far faster than a
-    scatter: entry ``d`` of the update reads ``y`` at its place in ``m.cols``, or an appended zero row."""
+def _rows(x, rows):
+    """``x[rows]`` for a static index array: a slice when ``rows`` is a contiguous run (no copy), else a gather."""
+    rows = np.asarray(rows)
+    if len(rows) and (rows == np.arange(rows[0], rows[0] + len(rows))).all():
+        return x[int(rows[0]):int(rows[0]) + len(rows)]
+    return x[rows]
+
+
+def _write(x, m, h, arrays, width: int):
+    """``x[m.cols] += m(h)``; a :class:`_Split` places each part's output on its own (no concatenation)."""
+    if isinstance(m, _Split):
+        for part, arr in zip(m.parts, arrays):
+            x = _place(x, part, part(h, arr), width)
+        return x
+    return _place(x, m, m(h, arrays), width)
+
+
+def _place(x, m, y, width: int):
+    """``x[m.cols] += y`` (entries first).  When ``m.cols`` covers a contiguous run, an in-place update of
+    that slice; else a row gather (which XLA's CPU backend does far faster than a scatter): entry ``d`` of
+    the update reads ``y`` at its place in ``m.cols``, or an appended zero row."""
+    cols = np.asarray(m.cols)
+    order = np.argsort(cols, kind="stable")
+    lo = int(cols[order[0]]) if len(cols) else 0
+    if len(cols) and (cols[order] == np.arange(lo, lo + len(cols))).all():
+        return x.at[lo:lo + len(cols)].add(_rows(y, order))
     place = np.full(width, len(m.cols), np.int32)
     place[m.cols] = np.arange(len(m.cols))
     y0 = jnp.concatenate([y, jnp.zeros((1,) + y.shape[1:], y.dtype)], 0)
@@ -118,6 +200,33 @@ def _place(x, m: _Map, y, width: int):
 def _col(b, like):
     """A bias vector shaped to add to an entries-first array like ``like``."""
     return b.reshape(b.shape + (1,) * (like.ndim - 1))
+
+
+def shared_score_attention(s, v, readable, causal: bool):
+    """Attention whose scores ``s (T, T)`` are the same for every example, ``v (E, B, T)`` -> ``(z (E, B, T), ok)``,
+    without a ``(B, T, T)`` array.
+
+    The model's mask (:func:`~algeval.models.masks.attention_mask`, kinds ``causal`` and ``full``) is
+    ``S[i, j] and (readable[b, j] or j == i)`` with ``S`` shared (lower-triangular or all ones).  With
+    ``P = exp(s - max_{j: S[i, j]} s[i, j])`` (``T x T``, once) and ``r = readable``::
+
+        z[:, b, i] = (sum_j P[i, j] r[b, j] v[:, b, j] + P[i, i] (1 - r[b, i]) v[:, b, i]) / den[b, i],
+        den[b, i]  =  sum_j P[i, j] r[b, j]            + P[i, i] (1 - r[b, i]),
+
+    which is the masked softmax with one shift per row instead of one per example and row: the same terms,
+    so equal up to rounding -- unless every readable key of a row scores ~87 below the row's best (masked)
+    key, when ``den`` underflows.  ``ok`` is false if any ``den < 1e-30``; ``z`` must then not be used.
+    """
+    T = s.shape[0]
+    S = jnp.tril(jnp.ones((T, T), bool)) if causal else jnp.ones((T, T), bool)
+    s = jnp.where(S, s.astype(jnp.float32), -jnp.inf)
+    P = jnp.exp(s - s.max(1, keepdims=True))
+    r = readable.astype(jnp.float32)                        # (B, T)
+    selfw = jnp.diagonal(P) * (1 - r)                       # pad queries read themselves
+    den = r @ P.T + selfw
+    vf = v.astype(jnp.float32)
+    num = jnp.einsum("ebj,ij->ebi", vf * r, P) + vf * selfw
+    return (num / den).astype(v.dtype), jnp.all(den >= 1e-30)
 
 
 def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
@@ -203,7 +312,7 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
             if i < a:
                 maps["o_stream"] = _compress(hd["WO"][:, C], stream_density)
             hp.append((maps, hd["positional"]))
-            ha.append(({k: (m.a, m.b) for k, m in maps.items()}, hd["bq"], hd["bk"], hd["bv"]))
+            ha.append(({k: m.arrays() for k, m in maps.items()}, hd["bq"], hd["bk"], hd["bv"]))
         mp = ma = None
         if b["mlp"] is not None:
             m = b["mlp"]
@@ -212,7 +321,7 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
             if i < a:
                 mp["i_stream"] = _compress(m["W_in"][C], stream_density, np.arange(m["W_in"].shape[1]))
                 mp["o_stream"] = _compress(m["W_out"][:, C], stream_density)
-            ma = ({k: (mm.a, mm.b) for k, mm in mp.items()}, m["b_in"], m["b_out"])
+            ma = ({k: mm.arrays() for k, mm in mp.items()}, m["b_in"], m["b_out"])
         plans.append((hp, mp))
         arrays.append((ha, b["b_O"], ma))
     W_U = W_E.T if cfg.tied_unembed else _np(model.W_U)
@@ -231,6 +340,15 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
         s = jnp.einsum(f"{qs},{ks}->{out}", q, k).astype(jnp.float32) * scale
         p = jax.nn.softmax(jnp.where(mask, s, -jnp.inf), -1).astype(v.dtype)
         return jnp.einsum("bqk,ebk->ebq", p, v)
+
+    def attend_shared(q, k, v, tokens, prefix_end):
+        """A positional head at every position: :func:`shared_score_attention`, or, if a denominator
+        underflowed, the per-example softmax for the whole batch (``lax.cond`` runs one branch)."""
+        s = (q.T @ k).astype(jnp.float32) * scale
+        readable = (tokens != cfg.pad_token_id) if cfg.pad_token_id is not None else jnp.ones(tokens.shape, bool)
+        z, ok = shared_score_attention(s, v, readable, cfg.attention == "causal")
+        return jax.lax.cond(ok, lambda: z, lambda: attend(q, k, v, attention_mask(cfg.attention, tokens, prefix_end,
+                                                                                  cfg.pad_token_id)))
 
     def fn(arrs, tokens, prefix_end=None, start: int = 0):
         """``tokens`` are columns ``start, start+1, ...`` of the model's input (``start > 0`` when leading
@@ -251,7 +369,8 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
         pe = pe.T                                     # (D, T): entries first, like the streams
         xs = e["W_E_C"].T[:, tokens] + pe[C][:, None]  # (|C|, B, T): the stream
         xl = e["W_E"].T[:, tokens[:, -1]] + pe[:, -1:]  # (D, B): the last position
-        mask = attention_mask(cfg.attention, tokens, prefix_end, cfg.pad_token_id)
+        mask = attention_mask(cfg.attention, tokens, prefix_end, cfg.pad_token_id)  # XLA keeps the rows used
+        shared = cfg.attention in ("causal", "full")  # the mask is S[i, j] & (key not pad or j == i)
         for i, ((hp, mp), (ha, b_O, ma)) in enumerate(zip(plans, arrs["blocks"])):
             if i < a:  # every position
                 upd_s, upd_l = xs, xl
@@ -260,17 +379,20 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
                     q = maps["q"](src, arr["q"]) + _col(bq, src)
                     k = maps["k"](src, arr["k"]) + _col(bk, src)
                     v = maps["v"](xs, arr["v"]) + _col(bv, xs)
-                    z = attend(q, k, v, mask)                                   # (E, B, T)
-                    upd_s = _place(upd_s, maps["o_stream"], maps["o_stream"](z, arr["o_stream"]), nC)
-                    upd_l = _place(upd_l, maps["o_full"], maps["o_full"](z[..., -1], arr["o_full"]), D)
+                    if positional and shared:
+                        z = attend_shared(q, k, v, tokens, prefix_end)
+                    else:
+                        z = attend(q, k, v, mask)                               # (E, B, T)
+                    upd_s = _write(upd_s, maps["o_stream"], z, arr["o_stream"], nC)
+                    upd_l = _write(upd_l, maps["o_full"], z[..., -1], arr["o_full"], D)
                 xs, xl = upd_s, upd_l
                 if b_O is not None:
                     xs, xl = xs + _col(b_O[C], xs), xl + _col(b_O, xl)
                 if mp is not None:
                     arr, b_in, b_out = ma
                     h = jax.nn.relu(mp["i_stream"](xs, arr["i_stream"]) + _col(b_in, xs))
-                    xs = _place(xs, mp["o_stream"], mp["o_stream"](h, arr["o_stream"]), nC)
-                    xl = _place(xl, mp["o_full"], mp["o_full"](h[..., -1], arr["o_full"]), D)
+                    xs = _write(xs, mp["o_stream"], h, arr["o_stream"], nC)
+                    xl = _write(xl, mp["o_full"], h[..., -1], arr["o_full"], D)
                     if b_out is not None:
                         xs, xl = xs + _col(b_out[C], xs), xl + _col(b_out, xl)
                 continue
@@ -282,12 +404,12 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
                 k = maps["k"](src_k, arr["k"]) + _col(bk, src_k)
                 v = maps["v"](xs, arr["v"]) + _col(bv, xs)
                 z = attend(q, k, v, mask[:, -1:])[..., 0]                        # (E, B)
-                upd = _place(upd, maps["o_full"], maps["o_full"](z, arr["o_full"]), D)
+                upd = _write(upd, maps["o_full"], z, arr["o_full"], D)
             xl = upd + _col(b_O, upd) if b_O is not None else upd
             if mp is not None:
                 arr, b_in, b_out = ma
                 h = jax.nn.relu(mp["i_full"](xl, arr["i_full"]) + _col(b_in, xl))
-                xl = _place(xl, mp["o_full"], mp["o_full"](h, arr["o_full"]), D)
+                xl = _write(xl, mp["o_full"], h, arr["o_full"], D)
                 if b_out is not None:
                     xl = xl + _col(b_out, xl)
         rows, Wu = e["U"]
@@ -297,7 +419,7 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
     return fn, jax.tree.map(jnp.asarray, all_arrays)
 
 
-def last_position_logits(model, tokens, prefix_end=None, chunk: int = 2048, loop_iterations: int | None = None,
+def last_position_logits(model, tokens, prefix_end=None, chunk: int = 128, loop_iterations: int | None = None,
                          width_step: int = 16) -> np.ndarray:
     """Logits at the last position for ``tokens (batch, pos)``, in input order, by :func:`last_position_fn`.
 

@@ -62,3 +62,80 @@ def test_unsupported_configuration_is_named():
                             norm="layernorm")
     with pytest.raises(ParameterError, match="norm"):
         last_position_fn(Transformer(cfg))
+
+
+def _positional_model(beta: float):
+    """Two causal layers; layer 0's only head reads position one-hots (score ``beta`` on key ``i - 1``), so
+    it runs at every position by the shared-score path; layer 1 is random."""
+    T = 12
+    cfg = TransformerConfig(vocab_size=9, max_len=T, n_layers=2, d_model=9 + T, n_heads=1, d_head=T, d_mlp=4,
+                            attention="causal", norm="none", mlp="relu", positions="onehot", pad_token_id=0,
+                            use_bias=False)
+    model = Transformer(cfg, seed=2)
+    W_E = np.asarray(model.W_E[...]).copy()
+    W_E[:, 9:] = 0.0  # nothing but the position one-hots on the position directions
+    model.W_E[...] = W_E
+    at = model.blocks[0].attn
+    WQ, WK = np.zeros(at.W_Q[...].shape, np.float32), np.zeros(at.W_K[...].shape, np.float32)
+    for i in range(1, T):  # q_i = beta e_i, k_j = e_{j+1}: s[i, j] = beta [j == i - 1] (times 1/sqrt(d_head))
+        WQ[0, 9 + i, i] = beta
+        WK[0, 9 + i - 1, i] = 1.0
+    at.W_Q[...], at.W_K[...] = WQ, WK
+    return model
+
+
+@pytest.mark.parametrize("beta", [6.0, 2000.0])
+def test_positional_head_matches_dense_with_and_without_underflow(beta, monkeypatch):
+    """beta = 2000: at the first real token the only high score is a pad key, so the shared-shift softmax
+    underflows and the per-example softmax must take over; beta = 6: the shared path."""
+    import jax.numpy as jnp
+
+    from algeval.models.fastpath import shared_score_attention
+
+    model = _positional_model(beta)
+    rng = np.random.default_rng(1)
+    toks = rng.integers(1, 9, (50, 12))
+    toks[np.arange(12)[None, :] < rng.integers(0, 9, 50)[:, None]] = 0
+    T = 12
+    s = np.full((T, T), 0.0, np.float32)
+    s[np.arange(1, T), np.arange(T - 1)] = beta / np.sqrt(T)
+    v = rng.normal(size=(3, 50, T)).astype(np.float32)
+    z, ok = shared_score_attention(jnp.asarray(s), jnp.asarray(v), jnp.asarray(toks != 0), causal=True)
+    assert bool(ok) == (beta < 100)
+    if ok:  # against the masked softmax of models.masks, per example
+        from algeval.models.masks import attention_mask
+        m = np.asarray(attention_mask("causal", jnp.asarray(toks), None, 0))
+        e = np.where(m, np.exp(s - s.max()), 0.0)
+        ref = np.einsum("bij,ebj->ebi", e / e.sum(-1, keepdims=True), v)
+        np.testing.assert_allclose(np.asarray(z), ref, rtol=1e-5, atol=1e-6)
+    from algeval.models import fastpath
+    calls = []
+    monkeypatch.setattr(fastpath, "shared_score_attention",
+                        lambda *a, **k: calls.append(1) or shared_score_attention(*a, **k))
+    _close(model, toks, tol=1e-5)
+    assert calls  # the positional head took the shared-score path (with its fallback)
+
+
+def test_split_output_map_places_light_and_heavy_columns():
+    """A map with many one-entry columns and one column every row writes is split (ELL + dense) and applies
+    exactly as the dense product."""
+    import jax.numpy as jnp
+
+    from algeval.models.fastpath import _compress, _write
+
+    rng = np.random.default_rng(0)
+    W = np.zeros((40, 30), np.float32)
+    W[np.arange(20), np.arange(20) + 5] = rng.normal(size=20)
+    W[:, 2] = rng.normal(size=40)  # heavy
+    m = _compress(W, 0.05)
+    assert type(m).__name__ == "_Split"
+    h = rng.normal(size=(40, 7)).astype(np.float32)
+    x = rng.normal(size=(30, 7)).astype(np.float32)
+    got = _write(jnp.asarray(x), m, jnp.asarray(h), jax_tree(m.arrays()), 30)
+    np.testing.assert_allclose(np.asarray(got), x + W.T @ h, rtol=1e-5, atol=1e-5)
+
+
+def jax_tree(arrays):
+    import jax
+    import jax.numpy as jnp
+    return jax.tree.map(jnp.asarray, arrays)
