@@ -8,14 +8,15 @@ position.  :func:`last_position_fn` evaluates *the same weights* with two
 savings that change no term of the computation other than dropping products
 with an exact zero:
 
-1. **Positions.**  Let ``a`` be the last block (in the unrolled schedule) with
-   a live head.  Blocks before ``a`` run at every position; block ``a`` runs its
-   keys and values at every position and its query, and its MLP, at the last
-   position only; every later block runs at the last position only.  Exact for
-   any mask: the last position's output depends on earlier positions only
-   through attention.  At every position but the last, only the residual
-   directions that some later all-position read uses are kept (the *stream*
-   ``C``); the last position keeps all of them.  A head whose query and key
+1. **Positions.**  The logits are wanted at the last position (or the last
+   ``Q``: teacher-forced checks).  Every head's keys and values run at every
+   position; a head's query, and an MLP, run at every position only if what
+   they write is read at every position later (a backward liveness pass over
+   the unrolled schedule), else at the query positions only.  Exact for any
+   mask: a query position's output depends on other positions only through
+   attention.  At every position only the residual directions that some
+   all-position computation reads are kept (the *stream* ``C``); the query
+   positions keep all of them.  A head whose query and key
    read only the one-hot position directions, which nothing writes, has the
    same scores for every example and computes them once; at every position
    it never forms a ``(batch, T, T)`` array (:func:`shared_score_attention`).
@@ -197,6 +198,11 @@ def _place(x, m, y, width: int):
     return x + y0[place]
 
 
+def _nonzero_or_none(b):
+    """A bias that is exactly zero is skipped (no pass over the stream)."""
+    return None if b is None or not np.any(b) else b
+
+
 def _col(b, like):
     """A bias vector shaped to add to an entries-first array like ``like``."""
     return b.reshape(b.shape + (1,) * (like.ndim - 1))
@@ -231,9 +237,10 @@ def shared_score_attention(s, v, readable, causal: bool):
 
 def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
                      loop_iterations: int | None = None):
-    """``(fn, arrays)`` with ``fn(arrays, tokens, prefix_end=None) -> logits (batch, vocab)`` at the last position.
+    """``(fn, arrays)`` with ``fn(arrays, tokens, prefix_end=None, start=0, last=None)`` -> logits ``(batch, vocab)``
+    at the last position (``last=Q``: ``(batch, Q, vocab)`` at the last ``Q``).
 
-    ``fn`` is pure: wrap it in ``jax.jit`` with ``static_argnames="start"``
+    ``fn`` is pure: wrap it in ``jax.jit`` with ``static_argnames=("start", "last")``
     (``arrays`` is a pytree of the compressed weights; pass it as an argument,
     not a closure constant).  ``density`` / ``stream_density``: the largest
     fraction of non-zeros per column for the ELL form, for maps applied at the
@@ -282,48 +289,50 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
                 ([mlp["b_out"]] if mlp and mlp["b_out"] is not None else []):
             written |= set(np.flatnonzero(extra).tolist())
         blocks.append(dict(heads=heads, b_O=b_O, mlp=mlp))
-    live = [i for i, b in enumerate(blocks) if b["heads"]]
-    a = live[-1] if live else -1
 
-    # 2. the stream C: what all-position computations read
-    reads: set[int] = set()
-    for i, b in enumerate(blocks[:a + 1]):
+    # 2. which computations run at every position, and the stream C they read (backward liveness): the
+    #    keys and values of every head; a head's query / an MLP only where its output feeds the stream.
+    rows_of = lambda W: set(np.flatnonzero(W.any(1)).tolist())  # noqa: E731
+    cols_of = lambda W: set(np.flatnonzero(W.any(0)).tolist())  # noqa: E731
+    need: set[int] = set()
+    for b in reversed(blocks):
+        b["mlp_all"] = b["mlp"] is not None and bool(cols_of(b["mlp"]["W_out"]) & need)
+        if b["mlp_all"]:
+            need |= rows_of(b["mlp"]["W_in"])
         for hd in b["heads"]:
-            rows = hd["WV"].any(1) | (hd["WK"].any(1) if not hd["positional"] else False)
-            if i < a and not hd["positional"]:
-                rows = rows | hd["WQ"].any(1)
-            reads |= set(np.flatnonzero(rows).tolist())
-        if i < a and b["mlp"] is not None:
-            reads |= set(np.flatnonzero(b["mlp"]["W_in"].any(1)).tolist())
-    C = np.array(sorted(reads), np.int32)
+            hd["all"] = bool(cols_of(hd["WO"]) & need)
+            need |= rows_of(hd["WV"]) | (set() if hd["positional"] else rows_of(hd["WK"]))
+            if hd["all"] and not hd["positional"]:
+                need |= rows_of(hd["WQ"])
+    C = np.array(sorted(need), np.int32)
 
-    # 3. compressed maps: stream (inputs/outputs in C) and last position (all of D)
+    # 3. compressed maps: stream (inputs/outputs in C) and query positions (all of D)
     plans, arrays = [], []
     for i, b in enumerate(blocks):
         hp, ha = [], []
         for hd in b["heads"]:
-            stream_q = i < a and not hd["positional"]
-            q_in = hd["WQ"] if (hd["positional"] or not stream_q) else hd["WQ"][C]
+            stream_q = hd["all"] and not hd["positional"]
+            q_in = hd["WQ"][C] if stream_q else hd["WQ"]
             k_in = hd["WK"] if hd["positional"] else hd["WK"][C]
             maps = dict(q=_compress(q_in, stream_density if stream_q else density, np.arange(q_in.shape[1])),
                         k=_compress(k_in, stream_density, np.arange(k_in.shape[1])),
                         v=_compress(hd["WV"][C], stream_density, np.arange(hd["WV"].shape[1])),
                         o_full=_compress(hd["WO"], density))
-            if i < a:
+            if hd["all"]:
                 maps["o_stream"] = _compress(hd["WO"][:, C], stream_density)
-            hp.append((maps, hd["positional"]))
+            hp.append((maps, hd["positional"], hd["all"]))
             ha.append(({k: m.arrays() for k, m in maps.items()}, hd["bq"], hd["bk"], hd["bv"]))
         mp = ma = None
         if b["mlp"] is not None:
             m = b["mlp"]
             mp = dict(i_full=_compress(m["W_in"], density, np.arange(m["W_in"].shape[1])),
                       o_full=_compress(m["W_out"], density))
-            if i < a:
+            if b["mlp_all"]:
                 mp["i_stream"] = _compress(m["W_in"][C], stream_density, np.arange(m["W_in"].shape[1]))
                 mp["o_stream"] = _compress(m["W_out"][:, C], stream_density)
-            ma = ({k: mm.arrays() for k, mm in mp.items()}, m["b_in"], m["b_out"])
-        plans.append((hp, mp))
-        arrays.append((ha, b["b_O"], ma))
+            ma = ({k: mm.arrays() for k, mm in mp.items()}, m["b_in"], _nonzero_or_none(m["b_out"]))
+        plans.append((hp, mp, b["mlp_all"]))
+        arrays.append((ha, _nonzero_or_none(b["b_O"]), ma))
     W_U = W_E.T if cfg.tied_unembed else _np(model.W_U)
     urows = np.flatnonzero(W_U.any(1)).astype(np.int32)
     emb = {"W_E": W_E, "W_E_C": W_E[:, C], "U": (urows, W_U[urows]),
@@ -350,11 +359,14 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
         return jax.lax.cond(ok, lambda: z, lambda: attend(q, k, v, attention_mask(cfg.attention, tokens, prefix_end,
                                                                                   cfg.pad_token_id)))
 
-    def fn(arrs, tokens, prefix_end=None, start: int = 0):
+    def fn(arrs, tokens, prefix_end=None, start: int = 0, last: int | None = None):
         """``tokens`` are columns ``start, start+1, ...`` of the model's input (``start > 0`` when leading
-        columns that are padding in every row were cut: pad keys are never read, so that is exact)."""
+        columns that are padding in every row were cut: pad keys are never read, so that is exact).
+        ``last=None``: logits ``(B, vocab)`` at the last position; ``last=Q``: ``(B, Q, vocab)`` at the last
+        ``Q`` positions."""
         tokens = jnp.asarray(tokens)
         B, T = tokens.shape
+        Q = 1 if last is None else last
         e = arrs["emb"]
         dt = e["W_E"].dtype
         if cfg.positions == "learned":
@@ -366,84 +378,79 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
             pe = jnp.zeros((T, D), dt)
         if prefix_end is not None:
             prefix_end = jnp.asarray(prefix_end) - start
-        pe = pe.T                                     # (D, T): entries first, like the streams
-        xs = e["W_E_C"].T[:, tokens] + pe[C][:, None]  # (|C|, B, T): the stream
-        xl = e["W_E"].T[:, tokens[:, -1]] + pe[:, -1:]  # (D, B): the last position
+        pe = pe.T                                       # (D, T): entries first, like the streams
+        xs = e["W_E_C"].T[:, tokens] + pe[C][:, None]   # (|C|, B, T): the stream
+        xl = e["W_E"].T[:, tokens[:, -Q:]] + pe[:, None, -Q:]  # (D, B, Q): the query positions
         mask = attention_mask(cfg.attention, tokens, prefix_end, cfg.pad_token_id)  # XLA keeps the rows used
         shared = cfg.attention in ("causal", "full")  # the mask is S[i, j] & (key not pad or j == i)
-        for i, ((hp, mp), (ha, b_O, ma)) in enumerate(zip(plans, arrs["blocks"])):
-            if i < a:  # every position
-                upd_s, upd_l = xs, xl
-                for (maps, positional), (arr, bq, bk, bv) in zip(hp, ha):
-                    src = pe if positional else xs
-                    q = maps["q"](src, arr["q"]) + _col(bq, src)
-                    k = maps["k"](src, arr["k"]) + _col(bk, src)
-                    v = maps["v"](xs, arr["v"]) + _col(bv, xs)
-                    if positional and shared:
-                        z = attend_shared(q, k, v, tokens, prefix_end)
-                    else:
-                        z = attend(q, k, v, mask)                               # (E, B, T)
-                    upd_s = _write(upd_s, maps["o_stream"], z, arr["o_stream"], nC)
-                    upd_l = _write(upd_l, maps["o_full"], z[..., -1], arr["o_full"], D)
-                xs, xl = upd_s, upd_l
-                if b_O is not None:
-                    xs, xl = xs + _col(b_O[C], xs), xl + _col(b_O, xl)
-                if mp is not None:
-                    arr, b_in, b_out = ma
-                    h = jax.nn.relu(mp["i_stream"](xs, arr["i_stream"]) + _col(b_in, xs))
-                    xs = _write(xs, mp["o_stream"], h, arr["o_stream"], nC)
-                    xl = _write(xl, mp["o_full"], h[..., -1], arr["o_full"], D)
-                    if b_out is not None:
-                        xs, xl = xs + _col(b_out[C], xs), xl + _col(b_out, xl)
-                continue
-            upd = xl
-            for (maps, positional), (arr, bq, bk, bv) in zip(hp, ha):  # block a: keys from the stream
-                src_q = pe[:, -1:] if positional else xl[..., None]
-                q = maps["q"](src_q, arr["q"]) + _col(bq, src_q)
+        for (hp, mp, mlp_all), (ha, b_O, ma) in zip(plans, arrs["blocks"]):
+            upd_s, upd_l = xs, xl
+            for (maps, positional, every), (arr, bq, bk, bv) in zip(hp, ha):
                 src_k = pe if positional else xs
                 k = maps["k"](src_k, arr["k"]) + _col(bk, src_k)
                 v = maps["v"](xs, arr["v"]) + _col(bv, xs)
-                z = attend(q, k, v, mask[:, -1:])[..., 0]                        # (E, B)
-                upd = _write(upd, maps["o_full"], z, arr["o_full"], D)
-            xl = upd + _col(b_O, upd) if b_O is not None else upd
+                if every:  # its output feeds the stream: the query at every position too
+                    q = maps["q"](src_k, arr["q"]) + _col(bq, src_k)
+                    z = (attend_shared(q, k, v, tokens, prefix_end) if positional and shared
+                         else attend(q, k, v, mask))                             # (E, B, T)
+                    upd_s = _write(upd_s, maps["o_stream"], z, arr["o_stream"], nC)
+                    z = z[..., -Q:]
+                else:
+                    src_q = pe[:, -Q:] if positional else xl
+                    q = maps["q"](src_q, arr["q"]) + _col(bq, src_q)
+                    z = attend(q, k, v, mask[:, -Q:])                            # (E, B, Q)
+                upd_l = _write(upd_l, maps["o_full"], z, arr["o_full"], D)
+            xs, xl = upd_s, upd_l
+            if b_O is not None:
+                xs, xl = xs + _col(b_O[C], xs), xl + _col(b_O, xl)
             if mp is not None:
                 arr, b_in, b_out = ma
-                h = jax.nn.relu(mp["i_full"](xl, arr["i_full"]) + _col(b_in, xl))
+                if mlp_all:
+                    h = jax.nn.relu(mp["i_stream"](xs, arr["i_stream"]) + _col(b_in, xs))
+                    xs = _write(xs, mp["o_stream"], h, arr["o_stream"], nC)
+                    h = h[..., -Q:]
+                else:
+                    h = jax.nn.relu(mp["i_full"](xl, arr["i_full"]) + _col(b_in, xl))
                 xl = _write(xl, mp["o_full"], h, arr["o_full"], D)
                 if b_out is not None:
-                    xl = xl + _col(b_out, xl)
+                    xs, xl = xs + _col(b_out[C], xs), xl + _col(b_out, xl)
         rows, Wu = e["U"]
-        logits = jnp.tensordot(xl[rows], Wu, axes=[[0], [0]])  # (B, vocab)
-        return logits + e["b_U"] if e["b_U"] is not None else logits
+        logits = jnp.einsum("dbq,dv->bqv", xl[rows], Wu)  # (B, Q, vocab)
+        if e["b_U"] is not None:
+            logits = logits + e["b_U"]
+        return logits[:, 0] if last is None else logits
 
     return fn, jax.tree.map(jnp.asarray, all_arrays)
 
 
 def last_position_logits(model, tokens, prefix_end=None, chunk: int = 128, loop_iterations: int | None = None,
-                         width_step: int = 16) -> np.ndarray:
-    """Logits at the last position for ``tokens (batch, pos)``, in input order, by :func:`last_position_fn`.
+                         width_step: int = 16, last: int | None = None) -> np.ndarray:
+    """Logits at the last position for ``tokens (batch, pos)``, in input order, by :func:`last_position_fn`:
+    ``(batch, vocab)``; with ``last=Q``, at the last ``Q`` positions: ``(batch, Q, vocab)``.
 
     Rows are bucketed by their count of leading pad tokens (left padding), so each chunk drops the columns
     that are padding in all of its rows (rounded down to ``width_step`` columns to bound recompilation).
     """
     tokens = np.asarray(tokens)
+    if last is not None and not 1 <= last <= tokens.shape[1]:
+        raise ParameterError("last", last, f"between 1 and the prompt width {tokens.shape[1]}")
     key = (id(model), loop_iterations)
     if _CACHE.get("key") != key:
         fn, arrs = last_position_fn(model, loop_iterations=loop_iterations)
-        _CACHE.update(key=key, fn=jax.jit(fn, static_argnames="start"), arrs=arrs)
+        _CACHE.update(key=key, fn=jax.jit(fn, static_argnames=("start", "last")), arrs=arrs)
     f, arrs = _CACHE["fn"], _CACHE["arrs"]
     pad = model.cfg.pad_token_id
     lead = (np.cumprod(tokens == pad, axis=1).sum(1) if pad is not None else np.zeros(len(tokens), int))
     order = np.argsort(-lead, kind="stable")
-    out = np.zeros((len(tokens), model.cfg.vocab_size), np.float64)
+    out = np.zeros((len(tokens),) + ((last,) if last else ()) + (model.cfg.vocab_size,), np.float64)
     pe = None if prefix_end is None else np.asarray(prefix_end)
     for i in range(0, len(order), chunk):
         idx = order[i:i + chunk]
         start = int(lead[idx].min()) // width_step * width_step
-        start = min(start, tokens.shape[1] - 1)
+        start = min(start, tokens.shape[1] - (last or 1))
         rows = idx if len(idx) == chunk else np.concatenate([idx, np.repeat(idx[-1:], chunk - len(idx))])
         logits = f(arrs, jnp.asarray(tokens[rows, start:]), None if pe is None else jnp.asarray(pe[rows]),
-                   start=start)
+                   start=start, last=last)
         out[idx] = np.asarray(logits)[:len(idx)]
     return out
 

@@ -203,11 +203,22 @@ def _trim(tokens: np.ndarray, prefix_end: np.ndarray, pad: int = 0, multiple: in
     return tokens[:, cut:], prefix_end - cut, cut
 
 
-def teacher_forced(model, batch, chunk: int = 512, run=None):
+def teacher_forced(model, batch, chunk: int = 512, run=None, fast: bool = True):
     """Per example: every scored position's argmax in its answer set; the smallest margin; the first bad position.
 
-    Examples are processed sorted by prompt length, left padding trimmed per chunk.
+    ``fast`` (default): logits at the scored positions by the exact sparse evaluator
+    (:func:`algeval.models.fastpath.last_position_logits` with ``last`` = the scored tail: prompts are
+    right-aligned, so the trace is the last columns); else the dense forward pass, examples sorted by
+    prompt length, left padding trimmed per chunk.
     """
+    if fast:
+        from algeval.models.fastpath import last_position_logits
+
+        used = batch.loss_mask.any(0)
+        Q = batch.tokens.shape[1] - int(np.argmax(used)) if used.any() else 1
+        logits = last_position_logits(model, batch.tokens, batch.meta["prefix_end"], last=Q)
+        cut = batch.tokens.shape[1] - Q
+        return _score(logits, batch.answers[:, cut:], batch.loss_mask[:, cut:], cut)
     import jax.numpy as jnp
 
     run, state = run or _runner(model)
@@ -221,30 +232,37 @@ def teacher_forced(model, batch, chunk: int = 512, run=None):
         rows = idx[s:s + chunk]
         toks, pe, cut = _trim(batch.tokens[rows], batch.meta["prefix_end"][rows])
         logits = np.asarray(run(state, jnp.asarray(toks), jnp.asarray(pe, dtype=jnp.int32)), dtype=np.float64)
-        ans = batch.answers[rows][:, cut:]
-        lm = batch.loss_mask[rows][:, cut:]
-        inset = np.zeros(logits.shape, dtype=bool)
-        for k in range(ans.shape[-1]):
-            a = ans[..., k]
-            r, p = np.nonzero(a >= 0)
-            inset[r, p, a[r, p]] = True
-        best_in = np.where(inset, logits, -np.inf).max(-1)
-        best_out = np.where(inset, -np.inf, logits).max(-1)
-        right = np.take_along_axis(inset, logits.argmax(-1)[..., None], -1)[..., 0]
-        wrong = lm & ~right
-        ok[rows] = ~wrong.any(1)
-        margin[rows] = np.where(lm, best_in - best_out, np.inf).min(1)
-        bad_pos[rows] = np.where(wrong.any(1), np.argmax(wrong, 1) + cut, -1)
+        ok[rows], margin[rows], bad_pos[rows] = _score(logits, batch.answers[rows][:, cut:],
+                                                       batch.loss_mask[rows][:, cut:], cut)
     return ok, margin, bad_pos
 
 
-def greedy_generate(model, batch, chunk: int = 512, run=None) -> list[list[int]]:
+def _score(logits, ans, lm, cut: int):
+    """``logits (B, P, vocab)`` at columns ``cut, cut+1, ...``: per example, all scored argmaxes right, the
+    smallest margin (best correct minus best other logit), the first wrong column (``-1``: none)."""
+    inset = np.zeros(logits.shape, dtype=bool)
+    for k in range(ans.shape[-1]):
+        a = ans[..., k]
+        r, p = np.nonzero(a >= 0)
+        inset[r, p, a[r, p]] = True
+    best_in = np.where(inset, logits, -np.inf).max(-1)
+    best_out = np.where(inset, -np.inf, logits).max(-1)
+    right = np.take_along_axis(inset, logits.argmax(-1)[..., None], -1)[..., 0]
+    wrong = lm & ~right
+    return (~wrong.any(1), np.where(lm, best_in - best_out, np.inf).min(1),
+            np.where(wrong.any(1), np.argmax(wrong, 1) + cut, -1))
+
+
+def greedy_generate(model, batch, chunk: int = 512, run=None, fast: bool = True) -> list[list[int]]:
     """Greedy decoding from each prompt's prefix (``... S s |``): the emitted tokens up to and including ``.``.
 
-    Every step re-runs the model on the whole buffer (no cache); a row stops
-    at ``.`` or after ``L + 1`` tokens.
+    Every step re-runs the model on the buffer up to the current position (no cache; exact, as later
+    columns are never read there); ``fast``: by the sparse evaluator, else the dense pass on the whole
+    buffer.  A row stops at ``.`` or after ``L + 1`` tokens.
     """
     import jax.numpy as jnp
+
+    from algeval.models.fastpath import last_position_logits
 
     run, state = run or _runner(model)
     v = batch.vocab
@@ -262,8 +280,12 @@ def greedy_generate(model, batch, chunk: int = 512, run=None) -> list[list[int]]
         emitted = [[] for _ in range(B)]
         done = np.zeros(B, dtype=bool)
         for t in range(L + 1):
-            logits = run(state, jnp.asarray(buf), jnp.full(B, P, dtype=jnp.int32))
-            nxt = np.asarray(logits[:, P - 1 + t].argmax(-1))
+            if fast:  # one width for every step (one compile): the last L + 1 columns hold P - 1 + t
+                tail = last_position_logits(model, buf, np.full(B, P), chunk=min(B, 128), last=L + 1)
+                nxt = tail[:, t].argmax(-1)
+            else:
+                logits = run(state, jnp.asarray(buf), jnp.full(B, P, dtype=jnp.int32))
+                nxt = np.asarray(logits[:, P - 1 + t].argmax(-1))
             for i in np.flatnonzero(~done):
                 emitted[i].append(int(nxt[i]))
             done |= nxt == end
@@ -293,6 +315,7 @@ def certify_dfs(claim: DFSClaim, samples: int = 100_000, seed: int = 0, beta_sca
 
     from algeval import __version__
     from algeval.proofs.certify import _versions
+    from algeval.proofs.search_claims import fastpath_crosscheck
     from algeval.theory.bounds import leak_bound
 
     if dtype not in ("float32", "float64"):
@@ -327,6 +350,10 @@ def certify_dfs(claim: DFSClaim, samples: int = 100_000, seed: int = 0, beta_sca
                                   "position_in_trace": p - int(b.meta["prefix_end"][i]) + 1,
                                   "expected": b.vocab.decode(b.answer_set(i, p))}
         t_check = time.perf_counter() - t1
+        b = batches[-1]
+        used = b.loss_mask.any(0)
+        cross = fastpath_crosscheck(model, b.tokens, prefix_end=b.meta["prefix_end"],
+                                    last=b.tokens.shape[1] - int(np.argmax(used)))
         # greedy generation on a seeded sample of the prompts (all of them when fewer)
         pool = batches[-1]
         if greedy_samples is None:
@@ -340,7 +367,8 @@ def certify_dfs(claim: DFSClaim, samples: int = 100_000, seed: int = 0, beta_sca
              "d_model": model.cfg.d_model, "d_mlp": model.cfg.d_mlp}
     expected = claim.expected_resources()
     T = model.cfg.max_len
-    passed = n_failed == 0 and expected == built and same == len(pick) and min_margin > 0
+    passed = (n_failed == 0 and expected == built and same == len(pick) and min_margin > 0
+              and cross["agrees"] and cross["same_argmax"] == cross["untied"])
     return {
         "claim": claim.name,
         "construction": "dfs-cot",
@@ -356,6 +384,7 @@ def certify_dfs(claim: DFSClaim, samples: int = 100_000, seed: int = 0, beta_sca
         "exact_on_domain": passed and claim.method == "exhaustive",
         "first_counterexample": counterexample,
         "greedy_generation": {"checked": int(len(pick)), "equal_to_reference": int(same)},
+        "fastpath_vs_dense": cross,
         "min_decoding_margin": min_margin,
         "heads": [{"name": h.name, "layer": li, "beta": h.beta, "delta": h.delta,
                    "derived_beta": meta["betas"][h.name], "derived_leak_bound": leak_bound(T, h.beta, h.delta)}

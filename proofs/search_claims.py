@@ -171,8 +171,10 @@ def _correct(model, batch, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     return ok, best_in - best_out
 
 
-def fastpath_crosscheck(model, tokens, count: int = 64, rtol: float = 1e-4) -> dict:
-    """The fast path against the dense forward pass on the first ``count`` inputs.
+def fastpath_crosscheck(model, tokens, count: int = 64, rtol: float = 1e-4, prefix_end=None,
+                        last: int | None = None) -> dict:
+    """The fast path against the dense forward pass on the first ``count`` inputs (at the last position, or
+    at each of the last ``last`` positions: every position is a row).
 
     ``agrees``: every logit within ``rtol * max(1, max |dense logit|)``.  ``same_argmax`` counts the rows
     without a tie (top-two gap above ``1e-3``; tied correct children are common) whose argmax agrees.
@@ -180,8 +182,13 @@ def fastpath_crosscheck(model, tokens, count: int = 64, rtol: float = 1e-4) -> d
     from algeval.models.fastpath import last_position_logits
 
     t = np.asarray(tokens[:count])
-    fast = last_position_logits(model, t, chunk=len(t))
-    dense = np.asarray(model(t))[:, -1]
+    pe = None if prefix_end is None else np.asarray(prefix_end[:count])
+    fast = last_position_logits(model, t, pe, chunk=len(t), last=last)
+    dense = np.asarray(model(t, prefix_end=pe))[:, -(last or 1):]
+    if last is None:
+        dense = dense[:, 0]
+    else:
+        fast, dense = fast.reshape(-1, fast.shape[-1]), dense.reshape(-1, dense.shape[-1])
     diff = float(np.abs(fast - dense).max())
     top2 = np.sort(dense, 1)[:, -2:]
     untied = (top2[:, 1] - top2[:, 0]) > 1e-3

@@ -58,8 +58,12 @@ def test_teacher_forced_and_greedy_match_reference_on_random_graphs(model5):
         b = task.sample(150, i)
         ok, margin, _ = teacher_forced(model5, b)
         assert ok.all() and margin.min() > 0.99
+        ok_d, margin_d, _ = teacher_forced(model5, b, fast=False)  # the dense pass: same verdicts and margins
+        assert ok_d.all() and np.allclose(margin, margin_d, atol=1e-4)
         gen = greedy_generate(model5, b[np.arange(40)])
         assert gen == [_reference(b.meta["adj"][j], b.meta["start"][j], b.vocab) for j in range(40)]
+        if i == 0:
+            assert greedy_generate(model5, b[np.arange(10)], fast=False) == gen[:10]
 
 
 def test_backtracking_example_and_isolated_start(model5):

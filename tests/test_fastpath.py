@@ -139,3 +139,22 @@ def jax_tree(arrays):
     import jax
     import jax.numpy as jnp
     return jax.tree.map(jnp.asarray, arrays)
+
+
+@pytest.mark.parametrize("attention", ["prefix-full", "causal"])
+def test_last_q_positions_match_dense(attention):
+    """``last=Q``: the logits at the last Q positions (teacher forcing) equal the dense pass's there."""
+    cfg = TransformerConfig(vocab_size=11, max_len=20, n_layers=3, d_model=40, n_heads=2, d_head=8, d_mlp=24,
+                            attention=attention, norm="none", mlp="relu", positions="onehot", pad_token_id=0)
+    model = Transformer(cfg, seed=3)
+    rng = np.random.default_rng(5)
+    toks = rng.integers(1, 11, (40, 20))
+    lead = rng.integers(0, 12, 40)
+    toks[np.arange(20)[None, :] < lead[:, None]] = 0
+    pe = np.maximum(lead + 2, 14) if attention == "prefix-full" else None
+    fast = last_position_logits(model, toks, prefix_end=pe, chunk=16, last=6)
+    dense = np.asarray(model(toks, prefix_end=pe))[:, -6:]
+    assert fast.shape == dense.shape
+    np.testing.assert_allclose(fast, dense, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(dense).max())))
+    with pytest.raises(ParameterError, match="last"):
+        last_position_logits(model, toks, last=21)
