@@ -13,6 +13,13 @@ whether the graph is inside the construction's domain
 a construction outside it would need, the *single-target* answer: the first
 steps of shortest paths to the best single rewarded room within the budget
 (ties to the nearer), compared with the reference.
+
+Logits come from the sparse fast path (``fast_logits``); the table also gives
+the largest logit difference to the dense forward pass on the same prompts.
+Two more sections: float32 rounding against the decision margin on sampled
+tree / two-branch prompts (``--rounding-samples``; fast vs dense and fast vs a
+float64 dense pass, :func:`algeval.proofs.value_path_claims.float_checks`), and
+the smallest beta scale that still passes (``--beta-samples``).
 """
 
 from __future__ import annotations
@@ -46,12 +53,15 @@ def main(argv=None) -> int:
     ap.add_argument("--relabellings", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/value-path/README.md")
-    ap.add_argument("--beta-samples", type=int, default=300,
+    ap.add_argument("--beta-samples", type=int, default=2000,
                     help="prompts per probe of the smallest-passing-beta bisection (0: skip that section)")
+    ap.add_argument("--rounding-samples", type=int, default=2000,
+                    help="sampled prompts per size for the float32 rounding section (0: skip it)")
     a = ap.parse_args(argv)
 
     from algeval.models.constructions.value_path import value_path_model
-    from algeval.proofs.value_path_claims import in_domain, last_logits, score_logits
+    from algeval.proofs.search_claims import fastpath_crosscheck
+    from algeval.proofs.value_path_claims import fast_logits, in_domain, score_logits
     from algeval.sim.tasks import get_task
     from algeval.sim.tasks.cogeval import GRAPH_NAMES, load_cogeval_graphs
     from algeval.theory.value_path import value_path
@@ -67,8 +77,9 @@ def main(argv=None) -> int:
         craft = value_path_model(task)
         model, _ = craft.to_transformer()
         batch = task.sample(a.relabellings, a.seed)
-        logits = last_logits(model, batch.tokens)
+        logits = fast_logits(model, batch.tokens)
         ok, margin, pred = score_logits(logits, batch.answers[:, -1])
+        cross = fastpath_crosscheck(model, batch.tokens, count=len(batch))
         secs = time.perf_counter() - t0
         off = batch.vocab.vertex_offset
         preds = []
@@ -85,12 +96,30 @@ def main(argv=None) -> int:
         rows.append(f"| {name} | {'directed' if g.directed else 'undirected'} | {g.n} | {g.nodes[q.start]} | "
                     f"{'yes' if dom else 'no'} | {', '.join(ref)} | {int(best['best_value'][-1])} | "
                     f"{', '.join(f'{p} x{c}' for p, c in counts.items())} | {int(ok.sum())}/{len(ok)} | "
-                    f"{float(margin.min()):.3g} | {secs:.1f} |")
+                    f"{float(margin.min()):.3g} | {cross['max_abs_diff']:.2g} | {secs:.1f} |")
         rewarded = ", ".join(f"{g.nodes[v]}: {int(g.rewards[v]):+d}" for v in np.flatnonzero(g.rewards))
         opt = "; ".join("-".join(g.nodes[x] for x in p) for p in best.answer)
         notes.append(f"* **{name}**: rewards {rewarded}; optimal path(s) {opt}; single-target answer "
                      f"{', '.join(g.nodes[x] for x in st) or '-'} (towards {g.nodes[room] if room >= 0 else '-'}): "
                      f"{'equals' if st == q.first_steps else 'differs from'} the reference.")
+    round_rows = []
+    if a.rounding_samples > 0:
+        from algeval.proofs.value_path_claims import SAMPLED_FAMILIES, ValuePathClaim, build, float_checks
+
+        for claim in (ValuePathClaim(8, 7, "sampled"), ValuePathClaim(16, 7, "sampled")):
+            model, _, craft = build(claim)
+            mins, probes = [], []
+            for i, fam in enumerate(SAMPLED_FAMILIES):
+                b = claim.task(fam).sample(a.rounding_samples // 2, a.seed + i)
+                ok, margin, _ = score_logits(fast_logits(model, b.tokens), b.answers[:, -1])
+                mins.append(float(margin.min()) if ok.all() else float("nan"))
+                probes.append(b.tokens)
+            fc = float_checks(model, craft, probes, crosscheck=64, reference=16)
+            m = min(mins)
+            round_rows.append(f"| n={claim.max_vertices}, H={claim.max_steps} | {2 * (a.rounding_samples // 2)} | "
+                              f"{m:.3g} | {fc['fast_vs_dense']['checked']} | "
+                              f"{fc['fast_vs_dense']['max_abs_diff']:.2g} | {fc['fast_vs_float64']['checked']} | "
+                              f"{fc['fast_vs_float64']['max_abs_diff']:.2g} | {m / fc['rounding']:,.0f} |")
     beta_rows = []
     if a.beta_samples > 0:
         from algeval.proofs.value_path_claims import ValuePathClaim, build, smallest_passing_beta_scale
@@ -112,12 +141,13 @@ def main(argv=None) -> int:
         f"{a.relabellings} prompts per graph, each a fresh random relabelling with random edge and reward order "
         f"(seed {a.seed}). *Domain*: the part reachable from the start is an out-tree rooted at the start. "
         "*Predicted*: the argmax, mapped back to the graph's room names, with how often; *correct*: argmax in the "
-        "reference set of first steps; *margin*: smallest (best correct logit - best other logit); *s*: build + "
-        "run seconds on a shared 2-core CPU.",
+        "reference set of first steps; *margin*: smallest (best correct logit - best other logit), from the "
+        "fast path; *fast-dense*: largest logit difference between the fast path and the dense forward pass on "
+        "these prompts; *s*: build + run seconds on a shared 2-core CPU.",
         "",
         "| graph | edges | rooms | start | in domain | reference first step(s) | best value | predicted | correct "
-        "| margin | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| margin | fast-dense | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
         "## Per graph",
@@ -129,6 +159,9 @@ def main(argv=None) -> int:
         "that room as its goal, would output.",
         "",
         WHAT_IT_TAKES,
+        *([ROUND_TEXT.format(samples=2 * (a.rounding_samples // 2), seed=a.seed, seed1=a.seed + 1), "",
+           "| claim | prompts | min margin | dense rows | max fast-dense | float64 rows | max fast-float64 | "
+           "margin / rounding |", "|---|---|---|---|---|---|---|---|", *round_rows, ""] if round_rows else []),
         *([BETA_TEXT.format(samples=a.beta_samples), "", "| claim | derived beta | smallest passing scale | "
            "smallest passing beta |", "|---|---|---|---|", *beta_rows] if beta_rows else []),
     ]) + "\n"
@@ -145,9 +178,10 @@ def main(argv=None) -> int:
 WHAT_IT_TAKES = """## Outside the domain: what it would take
 
 The construction adds rewards along the unique path to each vertex (one reachable in-neighbour per vertex).  On
-an undirected graph every edge is a 2-cycle, so each vertex has several reachable in-neighbours, the in-place
-sums add them all, and the counts grow: its output there is not a value computation (a right answer in the
-table above is luck, not evidence).  The three undirected graphs differ in what a correct construction would need:
+an undirected graph every edge is a 2-cycle, so a vertex can have several neighbours reached in the same layer;
+it is set once, from all of them, and its score, first step and reached flag become sums of several paths'
+values: its output there is not a value computation (a right answer in the table above is luck, not evidence).
+The three undirected graphs differ in what a correct construction would need:
 
 * **n15star and n21star** have a single rewarded room.  Every simple path that enters it collects the same
   reward and nothing else counts, so the optimum is a shortest path to that room (if it is within the budget):
@@ -167,11 +201,22 @@ table above is luck, not evidence).  The three undirected graphs differ in what 
   enumerates candidate paths is the other route.
 """
 
+ROUND_TEXT = """## Float32 rounding against the decision margin
+
+{samples} sampled prompts per size (tree and two-branch families, half each, rewards [-20, 60], seeds {seed} and
+{seed1}), evaluated by the fast path in float32.  On the first 64 (16) prompts of each family the same weights also
+run densely in float32 (in float64).  The scores are carried at the `rewards` head's weight w (margin >= w) and
+every gate passes on an exact zero, so the rounding stays at the scale of the scores (module docstring of
+`algeval.models.constructions.value_path`).  A certificate requires margin / rounding > 100."""
+
 BETA_TEXT = """## The smallest beta that still passes
 
 Every head's inverse temperature is multiplied by one factor, bisected (tolerance 0.02) for the smallest that
-still gives a correct argmax on all of {samples} sampled prompts (tree and two-branch families, rewards
-[-20, 60], seed 1) -- set against the derived beta (`theory.bounds.min_beta`).  The `rewards` head's beta only
+still passes on {samples} sampled prompts (tree and two-branch families, rewards [-20, 60], seed 1: a correct
+argmax on every prompt, the fast path consistent with the dense pass and the margin over 100x the rounding; the
+pass criterion of `value_path_claims.certify_value_path`) -- set against the derived beta
+(`theory.bounds.min_beta`).  The same bisection, as a certificate: `value_path_claims.beta_report`, written to
+`proofs/certificates/value-path-min-beta-n6-H3-n8-H7.json`.  The `rewards` head's beta only
 scales the decision margin (its output is exactly proportional to the rewards at any beta), so the limit
 comes from `prev`/`prev2` (dead zones of the edge and reward reads) and `edges` (the adjacency threshold)."""
 

@@ -225,12 +225,13 @@ def shared_score_attention(s, v, readable, causal: bool):
     """
     T = s.shape[0]
     S = jnp.tril(jnp.ones((T, T), bool)) if causal else jnp.ones((T, T), bool)
-    s = jnp.where(S, s.astype(jnp.float32), -jnp.inf)
+    acc = jnp.promote_types(s.dtype, jnp.float32)          # float32, or float64 for a float64 model
+    s = jnp.where(S, s.astype(acc), -jnp.inf)
     P = jnp.exp(s - s.max(1, keepdims=True))
-    r = readable.astype(jnp.float32)                        # (B, T)
+    r = readable.astype(acc)                                # (B, T)
     selfw = jnp.diagonal(P) * (1 - r)                       # pad queries read themselves
     den = r @ P.T + selfw
-    vf = v.astype(jnp.float32)
+    vf = v.astype(acc)
     num = jnp.einsum("ebj,ij->ebi", vf * r, P) + vf * selfw
     return (num / den).astype(v.dtype), jnp.all(den >= 1e-30)
 
@@ -346,14 +347,14 @@ def last_position_fn(model, density: float = 0.25, stream_density: float = 0.05,
         -> ``z (E, B, Tq)``."""
         qs, ks = ("eq" if q.ndim == 2 else "ebq"), ("ek" if k.ndim == 2 else "ebk")
         out = "bqk" if "b" in qs + ks else "qk"
-        s = jnp.einsum(f"{qs},{ks}->{out}", q, k).astype(jnp.float32) * scale
+        s = jnp.einsum(f"{qs},{ks}->{out}", q, k).astype(jnp.promote_types(q.dtype, jnp.float32)) * scale
         p = jax.nn.softmax(jnp.where(mask, s, -jnp.inf), -1).astype(v.dtype)
         return jnp.einsum("bqk,ebk->ebq", p, v)
 
     def attend_shared(q, k, v, tokens, prefix_end):
         """A positional head at every position: :func:`shared_score_attention`, or, if a denominator
         underflowed, the per-example softmax for the whole batch (``lax.cond`` runs one branch)."""
-        s = (q.T @ k).astype(jnp.float32) * scale
+        s = (q.T @ k).astype(jnp.promote_types(q.dtype, jnp.float32)) * scale
         readable = (tokens != cfg.pad_token_id) if cfg.pad_token_id is not None else jnp.ones(tokens.shape, bool)
         z, ok = shared_score_attention(s, v, readable, cfg.attention == "causal")
         return jax.lax.cond(ok, lambda: z, lambda: attend(q, k, v, attention_mask(cfg.attention, tokens, prefix_end,
@@ -437,7 +438,8 @@ def last_position_logits(model, tokens, prefix_end=None, chunk: int = 128, loop_
     key = (id(model), loop_iterations)
     if _CACHE.get("key") != key:
         fn, arrs = last_position_fn(model, loop_iterations=loop_iterations)
-        _CACHE.update(key=key, fn=jax.jit(fn, static_argnames=("start", "last")), arrs=arrs)
+        # the model is kept alive with its entry, so no later model can take its id while it is cached
+        _CACHE.update(key=key, model=model, fn=jax.jit(fn, static_argnames=("start", "last")), arrs=arrs)
     f, arrs = _CACHE["fn"], _CACHE["arrs"]
     pad = model.cfg.pad_token_id
     lead = (np.cumprod(tokens == pad, axis=1).sum(1) if pad is not None else np.zeros(len(tokens), int))

@@ -197,11 +197,14 @@ def _prove_value_path(claims, args) -> int:
         samples = min(args.samples, DEFAULT_SAMPLES) if args.all else args.samples
         cert = certify_value_path(claim, samples=samples, seed=args.seed, dtype=dt)
         path = write_certificate(cert, args.out)
+        fc = cert["float_checks"]
         print(f"{'PASS' if cert['passed'] else 'FAIL'} {claim.name:<48s} {cert['checked']:>8d} graphs "
-              f"({cert['graphs_per_second']:,.0f}/s)  min margin {cert['min_decoding_margin']:.3g}  -> {path}")
+              f"({cert['graphs_per_second']:,.0f}/s)  min margin {cert['min_decoding_margin']:.3g}  "
+              f"rounding {fc['rounding']:.2g}  -> {path}")
         if not cert["passed"]:
             failed += 1
-            print(f"  first counterexample: {cert['first_counterexample']}  resources: {cert['resources']}")
+            print(f"  first counterexample: {cert['first_counterexample']}  resources: {cert['resources']}  "
+                  f"fast vs dense: {fc['fast_vs_dense']}")
     return failed
 
 

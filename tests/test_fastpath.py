@@ -158,3 +158,22 @@ def test_last_q_positions_match_dense(attention):
     np.testing.assert_allclose(fast, dense, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(dense).max())))
     with pytest.raises(ParameterError, match="last"):
         last_position_logits(model, toks, last=21)
+
+
+def test_cache_holds_the_model_so_its_id_is_not_reused():
+    """The compiled function is cached under ``id(model)``; the cache keeps the model alive, so a new model
+    never finds a stale entry under a recycled id."""
+    import gc
+
+    from algeval.models import fastpath
+
+    toks = np.random.default_rng(0).integers(1, 11, (8, 20))
+    cfg = TransformerConfig(vocab_size=11, max_len=20, n_layers=1, d_model=40, n_heads=2, d_head=8, d_mlp=8,
+                            norm="none", mlp="relu", positions="onehot", pad_token_id=0)
+    for seed in range(3):
+        model = Transformer(cfg, seed=seed)
+        fast = last_position_logits(model, toks)
+        assert fastpath._CACHE["model"] is model
+        np.testing.assert_allclose(fast, np.asarray(model(toks))[:, -1], rtol=1e-4, atol=1e-4)
+        del model
+        gc.collect()

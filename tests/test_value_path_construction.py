@@ -9,11 +9,13 @@ import pytest
 
 from algeval.errors import ParameterError
 from algeval.models.constructions.value_path import value_path_layers, value_path_model
+from algeval.proofs.search_claims import fastpath_crosscheck
 from algeval.proofs.value_path_claims import (
     ValuePathClaim,
     certify_value_path,
     encode,
     exhaustive_queries,
+    fast_logits,
     in_domain,
     last_logits,
     out_trees,
@@ -75,7 +77,63 @@ def test_resources_and_depth(small):
     claim, task, craft, model = small
     assert model.cfg.n_unrolled() == value_path_layers(6, 3) == 3 + 3 + 3
     assert claim.expected_resources(task.max_len) == {"layers": 9, "heads": 2, "d_model": model.cfg.d_model,
-                                                      "d_mlp": 3 * 36}
+                                                      "d_mlp": 3 * 36 - 3 * 6}
+    assert model.cfg.d_model == 5 * 36 + 6 * 6 + 6 * 3 + 16 + task.max_len
+    assert ValuePathClaim(3, 1, "sampled").expected_resources(10)["d_mlp"] == 2 * 9 + 2  # the read layer is widest
+
+
+def _tree_depths_and_sums(adj, rewards, start):
+    """Depth and reward sum along the unique path to every vertex reachable from ``start`` in an out-tree."""
+    depth, psum, frontier = {start: 0}, {start: 0}, [start]
+    while frontier:
+        nxt = []
+        for u in frontier:
+            for v in np.flatnonzero(adj[u]):
+                depth[int(v)], psum[int(v)] = depth[u] + 1, psum[u] + int(rewards[v])
+                nxt.append(int(v))
+        frontier = nxt
+    return depth, psum
+
+
+def test_bookkeeping_is_exact_and_scores_follow_the_derivation(small):
+    """At the decision position, in float32: R, nR, fi, ne, eq are exact integers (the gates pass on exact
+    zeros) and sc:v = w (S0 + K P(v) - d(v)) for every vertex within the budget, 0 beyond (module docstring)."""
+    claim, task, craft, model = small
+    rng = np.random.default_rng(7)
+    graphs = [_random_out_tree(rng, int(rng.integers(3, 7)), 6) for _ in range(24)]
+    adj, rew, start = (np.stack(x) for x in zip(*graphs))
+    batch, _ = encode(task, adj, rew, start, 3, rng)
+    L = model.cfg.n_unrolled()
+    _, cache = model.run_with_cache(batch.tokens, f"blocks.{L - 1}.hook_resid_post")
+    x = np.asarray(cache[f"blocks.{L - 1}.hook_resid_post"])[:, -1].astype(np.float64)
+    lab = craft.residual.labels
+    col = {k: i for i, k in enumerate(lab)}
+    exact = [i for i, k in enumerate(lab) if k.split(":")[0] in ("R", "nR", "fi", "ne", "eq", "nadj")]
+    np.testing.assert_array_equal(x[:, exact], np.round(x[:, exact]))
+    c = craft.meta["constants"]
+    m = batch.meta
+    for i in range(len(batch)):
+        depth, psum = _tree_depths_and_sums(m["adj"][i], m["rewards"][i], int(m["start"][i]))
+        w = x[i, col["unit"]]
+        assert 0 < w <= 1
+        for v in range(6):
+            sc, reached = x[i, col[f"sc:{v}"]], v in depth and depth[v] <= 3
+            assert x[i, col[f"R:{v}"]] == reached and x[i, col[f"nR:{v}"]] == 1 - reached
+            want = w * (c["S0"] + c["K"] * psum[v] - depth[v]) if reached else 0.0
+            assert abs(sc - want) <= 1e-6 * c["B_g"], (i, v, sc, want)  # a few float32 ulps of sc
+
+
+def test_fast_path_agrees_with_dense_far_above_rounding():
+    """n = 8, H = 7 in float32: the sparse fast path (another summation order) and the dense pass agree to
+    rounding far below the decision margin.  (The earlier construction, whose gates cancelled +-B against
+    the scores, differed here by ~6 against margins of ~1.8.)"""
+    claim = ValuePathClaim(8, 7, "sampled")
+    b = claim.task("tree").sample(64, 0)
+    model, _ = value_path_model(claim.task(), 7).to_transformer()
+    cross = fastpath_crosscheck(model, b.tokens, count=64)
+    ok, margin, _ = score_logits(fast_logits(model, b.tokens), b.answers[:, -1])
+    assert ok.all() and cross["agrees"] and cross["same_argmax"] == cross["untied"] > 50
+    assert cross["max_abs_diff"] * 100 < margin.min()
 
 
 def test_exhaustive_certificate_small():
@@ -86,14 +144,19 @@ def test_exhaustive_certificate_small():
     assert len(adj) == 3 * (2 * 3 + 3 * 9)
     cert = certify_value_path(claim, shuffle_samples=50)
     assert cert["passed"] and cert["exact_on_domain"] and cert["resources_match"]
+    fc = cert["float_checks"]
+    assert fc["fast_vs_dense"]["checked"] == cert["checked"] and fc["fast_dense_consistent"]
+    assert fc["fast_vs_float64"]["checked"] == 16 and 0 <= fc["rounding"] < 1e-4
+    assert fc["margin_clear_of_rounding"] and cert["min_decoding_margin"] > fc["rounding_factor"] * fc["rounding"]
     assert cert["checked"] + cert["skipped_stay_put"] == len(adj)
-    assert cert["order_shuffle"]["same_prediction"] == cert["order_shuffle"]["checked"]
+    sh = cert["order_shuffle"]
+    assert sh["same_prediction_untied"] == sh["untied"] > 0 and sh["shuffled_correct"] == sh["checked"] == 39
 
 
 def test_lowered_beta_fails_its_certificate():
     claim = ValuePathClaim(4, 2, "sampled", -3, 5)
-    good = certify_value_path(claim, samples=40, seed=2)
-    bad = certify_value_path(claim, samples=40, seed=2, beta_scale=0.02)
+    good = certify_value_path(claim, samples=40, seed=2, crosscheck=8, reference=0)
+    bad = certify_value_path(claim, samples=40, seed=2, beta_scale=0.02, crosscheck=8, reference=0)
     assert good["passed"]
     assert not bad["passed"] and bad["failed"] > 0 and bad["first_counterexample"]
 

@@ -27,6 +27,19 @@ edges).  This is value iteration run forwards: on an out-tree
 ``V_H(s) = max_v P(v)``, and the path sums ``P`` need only additions
 (one parent per vertex), leaving a single max at the end.
 
+**Float32 design rule.**  Scores are carried at the scale ``w`` of the
+``rewards`` head (below), ``w`` in ``(0, 1]``, so the decision margin is ``w``.
+Every gate that switches a score on or off is written ``- B * g`` with ``g`` a
+residual value that is an *exact* ``0`` when the gate passes (both ReLUs of a
+step shut, or a sum of exact small integers) and ``>= 1`` otherwise.  A
+passing unit therefore adds ``B * 0``: no large constant ever cancels against
+a score, every float32 rounding is relative to the score itself
+(``|sc| <= w (S0 + K H R_pos)``), and the 0/1 bookkeeping (``R``, ``nR``,
+``fi``, ``ne``, ``eq``) is exact integer arithmetic.  (An earlier version gated
+with ``B (2 - adj - R)``, summing ``+-B`` terms against the score and reading
+``relu(R + adj - 1)`` exactly at its kink: rounding of ``~2e-7`` in ``adj`` grew
+about 13x per propagation layer and flipped decisions at ``n = 16``.)
+
 **Layer 0 -- read the prompt.**  Heads ``prev``/``prev2`` copy the previous
 token (``E R V`` and room labels) and the one before (``E R``).  The MLP
 marks an edge end ``E u v`` with ``edge:u:v`` and ``is_edge`` (exact steps of
@@ -38,48 +51,69 @@ isr - 5/2)`` (``isr``/``rval``: the reward token's embedding, 1 and ``k``),
     rw:v = relu(rval + z) - relu(z)  =  k  if the statement is about v,  0 otherwise,
 
 exactly whenever ``|z| >= |k|``, i.e. ``G >= 3 R_abs`` given the heads' leak
-``<= 1/12`` each (the gated identity: both ReLUs open, or both shut).
+``<= 1/12`` each (the gated identity: both ReLUs open, or both shut).  The
+embedding of a token ``t`` also writes ``R:t = 1`` (a room) and ``nR:v = 1``
+for every room ``v != t``: at the decision position ``R:v = [v = s]``,
+``nR:v = 1 - R:v`` exactly.
 
 **Layer 1 -- gather at the decision position.**  Head ``edges`` attends
-uniformly to ``is_edge`` keys (``adjf = A / m``, thresholded by the MLP into
-the exact 0/1 ``adj:u:v``).  Head ``rewards`` attends to the reward tokens
-and to the decision position itself, all with the same score; values there
-are exact and zero elsewhere, so its output is *exactly proportional*:
-``rwf:v = w r(v)``, ``unit = w`` with one common weight ``w in (0, 1]``.
-Everything below is positively homogeneous in ``(rwf, unit)`` (its gates use
-the exact ``adj`` and absolute constants), so ``w`` scales the decision
-margin and changes no decision: this head needs no minimum beta.
+uniformly to ``is_edge`` keys (``adjf = A / m``); the MLP turns it into
+``nadj:u:v = [no edge u -> v]`` (a step of ``-adjf`` with threshold
+``-1/(2 m_max)``: an edge leaves *both* ReLUs shut, so ``nadj`` is exactly 0
+there).  Head ``rewards`` attends to the reward tokens and to the decision
+position itself, all with the same score; values there are exact and zero
+elsewhere, so its output is *exactly proportional*: ``rwf:v = w r(v)``,
+``unit = w`` with one common weight ``w in (0, 1]``.  The MLP also seeds the
+start's score ``sc:u = relu(S0 unit - B_0 nR:u)`` (``= w S0`` at ``u = s``,
+0 elsewhere; ``B_0 = S0 + 1``).  Everything below is positively homogeneous in
+``(rwf, unit)`` (its gates use exact 0/1 or integer values and absolute
+constants that multiply an exact 0 when they pass), so ``w`` scales the
+decision margin and changes no decision: this head needs no minimum beta.
 
-**Layers 2 .. H+1 -- forward path sums (in place, the same MLP each
-time).**  Per vertex: ``R:v`` (reached), ``sc:v = S0 + w (K P(v) - d(v))``
-(``S0 = 1 + K H R_neg + H`` keeps it ``>= 1``) and ``fi:v`` (first step +1).
-With ``Rt(u) = R:u + tok:u`` (the start counts as reached; ``tok`` is the
-decision token ``s``), for every ``u != v``::
+**Layers 2 .. H+1 -- forward path sums, each vertex set once (the same MLP
+each time).**  With the exact gate ``g(u, v) = nR:u + nadj:u:v + R:v``
+(``0`` iff ``u`` is reached, ``u -> v`` is an edge and ``v`` is not yet
+reached; else an integer ``>= 1`` up to ``nadj``'s rounding), for every
+``u != v``::
 
-    R:v  <- sum_u relu(Rt(u) + adj:u:v - 1)
-    sc:v <- sum_u relu(sc:u + S0 tok:u + K rwf:v - unit - B_s (2 - adj:u:v - Rt(u)))
-    fi:v <- sum_u relu(fi:u + (v+1) tok:u        - B_f (2 - adj:u:v - Rt(u)))
+    R:v += relu(1 - 2 g(u, v)),   nR:v -= relu(1 - 2 g(u, v))
+    sc:v += relu(sc:u + K rwf:v - unit       - B_s g(u, v))
+    fi:v += relu(fi:u + (v+1) tok:u          - B_f g(u, v))
 
-On an out-tree at most one ``u`` passes the gate (the reachable parent), so
-the sums copy that parent's values; the old values are removed by
-``-relu(x)`` (all are ``>= 0``).  After ``j`` such layers every vertex at
-depth ``<= j`` holds its final values, deeper ones hold zeros.
-``B_s = S0 + K (H+1) R_pos`` and ``B_f = n`` shut every other unit.
+On an out-tree at most one ``u`` passes for each ``v`` (its parent, in the
+layer after the parent was reached), so ``v`` receives
+``sc:v = sc:u + w (K r(v) - 1)`` and the parent's first step (``fi`` = first
+step + 1; a child of ``s`` gets ``v + 1``) exactly once.  After ``j`` such
+layers every vertex at depth ``<= j`` holds ``sc:v = w (S0 + K P(v) - d(v))``
+(``S0 = 1 + K H R_neg + H`` keeps it ``>= w``), deeper ones hold zeros.
+``B_s = S0 + K (H+1) R_pos + 1 > sc:u + K rwf:v`` and ``B_f = n + 1 > fi:u +
+(v+1) tok:u`` shut every other unit (``w <= 1``).
 
-**Gate.**  ``h:x:v = sc:v [fi:v = x + 1]`` from integers ``f = fi:v``,
-``a = x + 1`` and ``B_g = S0 + K H R_pos + 1 > sc``::
+**Layer H+2 -- first-step indicators** from the exact integer ``f = fi:v``
+and ``a = x + 1``, with ``q_j = relu(f - j)``, ``j = 0..n``::
 
-    h = relu(sc + B_g (f - a)) - relu(sc + B_g (f - a - 1)) - B_g (relu(f - a) - relu(f - a - 1)).
+    ne:x:v = |f - a| = 2 q_a - q_0 + a relu(one),     eq:x:v = [f = a] = q_{a-1} - 2 q_a + q_{a+1}
 
-**Max.**  ``out:x = max_v h:x:v`` by a pairwise tournament,
-``max(a, b) = relu(a - b) + relu(b)`` for ``a, b >= 0``, in place over
-``ceil(log2 n)`` layers.  Children of ``s`` score ``>= 1``, every other token
-0, and two children with different best ``K P - d`` differ by ``>= w``: the
-argmax is a first step of an optimal path.
+(exact small integers; ``q_{n+1} = 0`` as ``f <= n``; the start and unreached
+rooms have ``f = 0``, so ``ne >= 1``, ``eq = 0``).
+
+**Max (layers H+3 ..).**  ``out:x = max { sc:v : ne:x:v = 0 }`` (0 if none) by a
+pairwise tournament over ``v`` in ``ceil(log2 n)`` layers.  The first level
+gates while it compares: for rooms ``v1, v2`` with ``p = sc:v1``, ``q = sc:v2``
+and ``B_g = S0 + K H R_pos + 1 > sc``::
+
+    relu(p - q - B_g ne:x:v1 - B_g ne:x:v2) + relu(q - B_g ne:x:v2) + relu(p - B_g ne:x:v1 - B_g eq:x:v2)
+
+is ``max(p, q)``, ``p``, ``q`` or ``0`` as both, only ``v1``, only ``v2`` or
+neither has first step ``x`` (check the four cases; in each, the large terms
+of the passing units multiply an exact 0).  Later levels take ``max(a, b) =
+relu(a - b) + relu(b)`` for ``a, b >= 0`` in place.  Children of ``s`` score
+``>= w``, every other token 0, and two children with different best
+``K P - d`` differ by ``>= w``: the argmax is a first step of an optimal path.
 
 Resources (``n`` room labels, ``H`` steps, prompt width ``T``): layers
-``H + 3 + ceil(log2 n)``, 2 heads, ``d_model = 4 n^2 + 5 n + 16 + T``,
-``d_mlp = 3 n^2``; see :mod:`algeval.proofs.value_path_claims`.
+``H + 3 + ceil(log2 n)``, 2 heads, ``d_model = 5 n^2 + 6 n + n ceil(n/2) + 16 + T``,
+``d_mlp = max(3 n^2 - 3 n, 2 n^2 + 2)``; see :mod:`algeval.proofs.value_path_claims`.
 """
 
 from __future__ import annotations
@@ -102,13 +136,48 @@ def constants(max_steps: int, min_reward: int, max_reward: int, n: int) -> dict:
     r_neg, r_pos = max(0, -min_reward), max(0, max_reward)
     K = H + 1
     S0 = 1 + K * H * r_neg + H
-    return {"K": K, "S0": S0, "B_s": S0 + K * (H + 1) * r_pos, "B_f": n, "B_g": S0 + K * H * r_pos + 1,
-            "G": 4 * max(abs(min_reward), abs(max_reward), 1)}
+    return {"K": K, "S0": S0, "B_0": S0 + 1, "B_s": S0 + K * (H + 1) * r_pos + 1, "B_f": n + 1,
+            "B_g": S0 + K * H * r_pos + 1, "G": 4 * max(abs(min_reward), abs(max_reward), 1)}
 
 
 def value_path_layers(n: int, max_steps: int) -> int:
     """Layers of the construction: ``H + 3 + ceil(log2 n)``."""
     return max_steps + 3 + math.ceil(math.log2(n))
+
+
+def _tournament(V: list[str], B_g: float) -> list[CraftLayer]:
+    """``out:x = max {sc:v : ne:x:v = 0}`` (see the module docstring): a gated first level, then in-place maxes."""
+    n = len(V)
+    layers, stride, level = [], 1, 0
+    while stride < n:
+        last = 2 * stride >= n
+        units = []
+        for x in V:
+            for j in range(0, n, 2 * stride):
+                tgt = f"out:{x}" if last else f"h:{x}:{j}"
+                k = j + stride if j + stride < n else None
+                if level == 0:
+                    p, gp, ep = f"sc:{j}", f"ne:{x}:{j}", f"eq:{x}:{j}"
+                    if k is None:  # a room without a partner: its gated score
+                        units.append(_unit(f"t0.{x}.{j}.a", {p: 1.0, gp: -B_g}, 0.0, {tgt: 1.0}))
+                        continue
+                    q, gq, eq = f"sc:{k}", f"ne:{x}:{k}", f"eq:{x}:{k}"
+                    units.append(_unit(f"t0.{x}.{j}.d", {p: 1.0, q: -1.0, gp: -B_g, gq: -B_g}, 0.0, {tgt: 1.0}))
+                    units.append(_unit(f"t0.{x}.{j}.b", {q: 1.0, gq: -B_g}, 0.0, {tgt: 1.0}))
+                    units.append(_unit(f"t0.{x}.{j}.a", {p: 1.0, gp: -B_g, eq: -B_g}, 0.0, {tgt: 1.0}))
+                    continue
+                a, b = f"h:{x}:{j}", f"h:{x}:{k}" if k is not None else None
+                if b is None:
+                    if last:
+                        units.append(_unit(f"t{level}.{x}.{j}.a", {a: 1.0}, 0.0, {tgt: 1.0}))
+                    continue
+                units.append(_unit(f"t{level}.{x}.{j}.d", {a: 1.0, b: -1.0}, 0.0, {tgt: 1.0}))
+                units.append(_unit(f"t{level}.{x}.{j}.b", {b: 1.0}, 0.0, {tgt: 1.0}))
+                if not last:
+                    units.append(_unit(f"t{level}.{x}.{j}.o", {a: 1.0}, 0.0, {a: -1.0}))
+        layers.append(CraftLayer(mlps=[mlp_from_steps(f"max{level}", units)]))
+        stride, level = 2 * stride, level + 1
+    return layers
 
 
 def value_path_model(task, max_steps: int | None = None, undirected: bool | None = None) -> CraftModel:
@@ -130,7 +199,7 @@ def value_path_model(task, max_steps: int | None = None, undirected: bool | None
     V = [str(v) for v in range(n)]
     rtoks = [(t, int(t[1:])) for t in voc.extra]
     c = constants(H, task.min_reward, task.max_reward, n)
-    K, S0, B_s, B_f, B_g, G = c["K"], c["S0"], c["B_s"], c["B_f"], c["B_g"], c["G"]
+    K, S0, B_0, B_s, B_f, B_g, G = (c[k] for k in ("K", "S0", "B_0", "B_s", "B_f", "B_g", "G"))
     max_edges = (T - 2) // 3
     pairs = [(u, v) for u in V for v in V if u != v]
 
@@ -139,9 +208,11 @@ def value_path_model(task, max_steps: int | None = None, undirected: bool | None
     labels += [f"prev:{t}" for t in ["E", "R", "V"] + V] + ["prev2:E", "prev2:R"]
     labels += [f"edge:{u}:{v}" for u, v in pairs] + ["is_edge"] + [f"rw:{v}" for v in V] + ["qmark"]
     labels += [f"adjf:{u}:{v}" for u, v in pairs] + [f"rwf:{v}" for v in V] + ["unit"]
-    labels += [f"adj:{u}:{v}" for u, v in pairs]
-    labels += [f"{q}:{v}" for q in ("R", "sc", "fi") for v in V]
-    labels += [f"h:{x}:{v}" for x in V for v in V] + [f"out:{v}" for v in V] + [f"pos:{i}" for i in range(T)]
+    labels += [f"nadj:{u}:{v}" for u, v in pairs]
+    labels += [f"{q}:{v}" for q in ("R", "nR", "sc", "fi") for v in V]
+    labels += [f"{q}:{x}:{v}" for q in ("ne", "eq") for x in V for v in V]
+    labels += [f"h:{x}:{j}" for x in V for j in range(0, n, 2)] + [f"out:{v}" for v in V]
+    labels += [f"pos:{i}" for i in range(T)]
 
     betas = {}
     # layer 0: previous tokens; exact steps (two attention inputs, leak <= 1/12 each)
@@ -160,7 +231,7 @@ def value_path_model(task, max_steps: int | None = None, undirected: bool | None
     steps.append(step_units("qmark", {"prev:V": 1.0}, 0.5, 0.5, {"qmark": 1.0}))
     layers = [CraftLayer(heads=[prev, prev2], mlps=[mlp_from_steps("read", steps)])]
 
-    # layer 1: the graph and the rewards at the decision position
+    # layer 1: the graph and the rewards at the decision position; the start's score
     b_e = min_beta(T, 1.0, 1.0 / (4 * max_edges), 1.0)
     b_r = min_beta(T, 1.0, 1.0, 1.0)  # only sets the margin's scale w >= 1 / (2 (m_R + 1))
     betas["edges"], betas["rewards"] = b_e, b_r
@@ -169,67 +240,45 @@ def value_path_model(task, max_steps: int | None = None, undirected: bool | None
     rew = HeadSpec("rewards", {("one", "isr"): b_r, ("one", "qmark"): b_r},
                    {**{(f"rw:{v}", f"rwf:{v}"): 1.0 for v in V}, ("qmark", "unit"): 1.0}, b_r, 1.0)
     th = 1.0 / (2 * max_edges)
-    adj_steps = [step_units(f"adj.{u}.{v}", {f"adjf:{u}:{v}": 1.0, **({f"adjf:{v}:{u}": 1.0} if und else {})},
-                            th, th, {f"adj:{u}:{v}": 1.0}) for u, v in pairs]
-    layers.append(CraftLayer(heads=[edges, rew], mlps=[mlp_from_steps("graph", adj_steps)]))
+    graph = [step_units(f"nadj.{u}.{v}", {f"adjf:{u}:{v}": -1.0, **({f"adjf:{v}:{u}": -1.0} if und else {})},
+                        -th, th, {f"nadj:{u}:{v}": 1.0}) for u, v in pairs]
+    graph += [_unit(f"sc0.{u}", {"unit": float(S0), f"nR:{u}": -float(B_0)}, 0.0, {f"sc:{u}": 1.0}) for u in V]
+    layers.append(CraftLayer(heads=[edges, rew], mlps=[mlp_from_steps("graph", graph)]))
 
-    # layers 2 .. H+1: forward path sums, in place
+    # layers 2 .. H+1: forward path sums, each vertex set once
     prop = []
     for u, v in pairs:
-        gate = {f"adj:{u}:{v}": 1.0, f"R:{u}": 1.0, f"tok:{u}": 1.0}
-        prop.append(_unit(f"R.{u}.{v}", gate, -1.0, {f"R:{v}": 1.0}))
-        sc_in = {f"sc:{u}": 1.0, f"rwf:{v}": float(K), "unit": -1.0}
-        sc_in.update({k: w * B_s for k, w in gate.items()})
-        sc_in[f"tok:{u}"] += S0
-        prop.append(_unit(f"sc.{u}.{v}", sc_in, -2.0 * B_s, {f"sc:{v}": 1.0}))
-        fi_in = {f"fi:{u}": 1.0, **{k: w * B_f for k, w in gate.items()}}
-        fi_in[f"tok:{u}"] += int(v) + 1
-        prop.append(_unit(f"fi.{u}.{v}", fi_in, -2.0 * B_f, {f"fi:{v}": 1.0}))
-    for v in V:
-        for q in ("R", "sc", "fi"):
-            prop.append(_unit(f"old.{q}.{v}", {f"{q}:{v}": 1.0}, 0.0, {f"{q}:{v}": -1.0}))
+        gate = {f"nR:{u}": 1.0, f"nadj:{u}:{v}": 1.0, f"R:{v}": 1.0}
+        prop.append(_unit(f"R.{u}.{v}", {"one": 1.0, **{k: -2.0 for k in gate}}, 0.0, {f"R:{v}": 1.0, f"nR:{v}": -1.0}))
+        sc_in = {f"sc:{u}": 1.0, f"rwf:{v}": float(K), "unit": -1.0, **{k: -float(B_s) for k in gate}}
+        prop.append(_unit(f"sc.{u}.{v}", sc_in, 0.0, {f"sc:{v}": 1.0}))
+        fi_in = {f"fi:{u}": 1.0, f"tok:{u}": float(int(v) + 1), **{k: -float(B_f) for k in gate}}
+        prop.append(_unit(f"fi.{u}.{v}", fi_in, 0.0, {f"fi:{v}": 1.0}))
     prop_mlp = mlp_from_steps("propagate", prop)
     layers += [CraftLayer(mlps=[prop_mlp]) for _ in range(H)]
 
-    # gate: h:x:v = sc:v [fi:v = x + 1]
-    gate_units = []
+    # layer H+2: ne:x:v = |fi:v - (x+1)|, eq:x:v = [fi:v = x+1] from q_j = relu(fi:v - j)
+    ind = [_unit("const", {"one": 1.0}, 0.0, {f"ne:{x}:{v}": float(int(x) + 1) for x in V for v in V})]
     for v in V:
-        for x in V:
-            a = int(x) + 1
-            gate_units.append(_unit(f"g1.{x}.{v}", {f"sc:{v}": 1.0, f"fi:{v}": B_g}, -B_g * a, {f"h:{x}:{v}": 1.0}))
-            gate_units.append(_unit(f"g2.{x}.{v}", {f"sc:{v}": 1.0, f"fi:{v}": B_g}, -B_g * (a + 1),
-                                    {f"h:{x}:{v}": -1.0}))
-        for j in range(1, n + 1):  # relu(f - j): -B_g for a = j (x = j - 1), +B_g for a + 1 = j (x = j - 2)
+        for j in range(n + 1):
             outs = {}
-            if j - 1 < n:
-                outs[f"h:{j - 1}:{v}"] = -B_g
-            if j >= 2:
-                outs[f"h:{j - 2}:{v}"] = B_g
-            gate_units.append(_unit(f"f.{v}.{j}", {f"fi:{v}": 1.0}, -float(j), outs))
-    layers.append(CraftLayer(mlps=[mlp_from_steps("gate", gate_units)]))
+            if j == 0:
+                outs.update({f"ne:{x}:{v}": -1.0 for x in V})
+            for x in V:
+                a = int(x) + 1
+                if j == a:
+                    outs[f"ne:{x}:{v}"] = outs.get(f"ne:{x}:{v}", 0.0) + 2.0
+                    outs[f"eq:{x}:{v}"] = -2.0
+                elif j in (a - 1, a + 1):
+                    outs[f"eq:{x}:{v}"] = 1.0
+            ind.append(_unit(f"q.{v}.{j}", {f"fi:{v}": 1.0}, -float(j), outs))
+    layers.append(CraftLayer(mlps=[mlp_from_steps("first-step", ind)]))
 
-    # tournament: out:x = max_v h:x:v
-    stride, level = 1, 0
-    while stride < n:
-        last = 2 * stride >= n
-        units = []
-        for x in V:
-            for j in range(0, n, 2 * stride):
-                a, b = f"h:{x}:{j}", f"h:{x}:{j + stride}" if j + stride < n else None
-                tgt = f"out:{x}" if last else a
-                if b is None:
-                    if last:
-                        units.append(_unit(f"t{level}.{x}.{j}.a", {a: 1.0}, 0.0, {tgt: 1.0}))
-                    continue
-                units.append(_unit(f"t{level}.{x}.{j}.d", {a: 1.0, b: -1.0}, 0.0, {tgt: 1.0}))
-                units.append(_unit(f"t{level}.{x}.{j}.b", {b: 1.0}, 0.0, {tgt: 1.0}))
-                if not last:
-                    units.append(_unit(f"t{level}.{x}.{j}.o", {a: 1.0}, 0.0, {a: -1.0}))
-        layers.append(CraftLayer(mlps=[mlp_from_steps(f"max{level}", units)]))
-        stride, level = 2 * stride, level + 1
+    layers += _tournament(V, float(B_g))
 
-    embed = {t: {"one": 1.0, f"tok:{t}": 1.0} for t in specials + V}
-    embed.update({t: {"one": 1.0, "isr": 1.0, "rval": float(k)} for t, k in rtoks})
+    embed = {t: {"one": 1.0, f"tok:{t}": 1.0, **({f"R:{t}": 1.0} if t in V else {}),
+                 **{f"nR:{v}": 1.0 for v in V if v != t}} for t in specials + V}
+    embed.update({t: {"one": 1.0, "isr": 1.0, "rval": float(k), **{f"nR:{v}": 1.0 for v in V}} for t, k in rtoks})
     meta = {"construction": "value-path", "task": "cogeval", "task_options": dict(task.config), "betas": betas,
             "max_steps": H, "undirected": und, "constants": c, "propagate_layers": [2, 1 + H]}
     return CraftModel(residual=Space(tuple(labels)), vocab=tuple(voc.tokens), embed=embed, layers=layers, max_len=T,
