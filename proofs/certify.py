@@ -196,6 +196,27 @@ def smallest_passing_scale(passes, name: str, tol: float = 0.02) -> float:
     return hi
 
 
+def min_beta_report(name: str, construction: str, statement: str, claims, smallest, derived, describe,
+                    probe: dict) -> dict:
+    """A certificate-style record of the smallest passing beta factor per claim, beside the derived betas.
+
+    ``smallest(claim)`` is the factor (:func:`smallest_passing_scale`), ``derived(claim)`` the derived betas
+    by head name, ``describe(claim)`` the claim's sizes for its row.
+    """
+    from algeval import __version__
+
+    rows = []
+    for c in claims:
+        t0 = time.perf_counter()
+        s = smallest(c)
+        d = derived(c)
+        rows.append({"claim": c.name, **describe(c), "derived_beta": d, "smallest_passing_scale": s,
+                     "smallest_passing_beta": {k: b * s for k, b in d.items()},
+                     "seconds": round(time.perf_counter() - t0, 2)})
+    return {"claim": name, "construction": construction, "statement": statement, "probe": probe, "rows": rows,
+            "dtype": "float32", "versions": _versions(__version__)}
+
+
 def _versions(algeval_version: str) -> dict:
     import flax
     import jax

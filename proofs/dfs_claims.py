@@ -422,22 +422,13 @@ def default_dfs_claims() -> list[DFSClaim]:
 
 def beta_report(claims: list[DFSClaim], samples: int = 2000, seed: int = 1, tol: float = 0.02) -> dict:
     """The smallest passing beta scale per claim, set against the derived betas (a certificate-style record)."""
-    from algeval import __version__
-    from algeval.proofs.certify import _versions
+    from algeval.proofs.certify import min_beta_report
 
-    rows = []
-    for c in claims:
-        t0 = time.perf_counter()
-        s = smallest_passing_beta_scale(c, samples, seed, tol)
-        d = build(c)[1]["betas"]
-        rows.append({"claim": c.name, "n": c.max_vertices, "directed": c.directed, "method": c.method,
-                     "T": c.expected_resources()["max_len"], "derived_beta": d, "smallest_passing_scale": s,
-                     "smallest_passing_beta": {k: b * s for k, b in d.items()},
-                     "seconds": round(time.perf_counter() - t0, 2)})
-    return {"claim": "dfs-cot-min-beta-" + "-".join(f"n{c.max_vertices}{'d' if c.directed else ''}-{c.method}"
-                                                     for c in claims),
-            "construction": "dfs-cot",
-            "statement": "the smallest factor on every derived inverse temperature (min_beta: log((T-1) M / eta) / "
-                         "Delta per head) at which each claim still passes teacher-forced, by bisection",
-            "probe": {"samples_if_sampled": samples, "seed": seed, "tolerance": tol}, "rows": rows,
-            "dtype": "float32", "versions": _versions(__version__)}
+    return min_beta_report(
+        "dfs-cot-min-beta-" + "-".join(f"n{c.max_vertices}{'d' if c.directed else ''}-{c.method}" for c in claims),
+        "dfs-cot", "the smallest factor on every derived inverse temperature (min_beta: log((T-1) M / eta) / "
+        "Delta per head) at which each claim still passes teacher-forced, by bisection", claims,
+        lambda c: smallest_passing_beta_scale(c, samples, seed, tol), lambda c: build(c)[1]["betas"],
+        lambda c: {"n": c.max_vertices, "directed": c.directed, "method": c.method,
+                   "T": c.expected_resources()["max_len"]},
+        {"samples_if_sampled": samples, "seed": seed, "tolerance": tol})

@@ -240,25 +240,17 @@ def smallest_passing_beta_scale(claim: KHopClaim, samples: int = 2000, seed: int
 
 def beta_report(claims: list[KHopClaim], samples: int = 2000, seed: int = 1, tol: float = 0.02) -> dict:
     """The smallest passing beta scale per claim, set against the derived betas (a certificate-style record)."""
-    from algeval import __version__
     from algeval.models.constructions.khop import derived_betas
-    from algeval.proofs.certify import _versions
+    from algeval.proofs.certify import min_beta_report
 
-    rows = []
-    for c in claims:
-        t0 = time.perf_counter()
-        s = smallest_passing_beta_scale(c, samples, seed, tol)
-        d = derived_betas(c.seq_len)
-        rows.append({"claim": c.name, "k": c.k, "T": c.seq_len, "m": c.alphabet, "method": c.method,
-                     "derived_beta": d, "smallest_passing_scale": s,
-                     "smallest_passing_beta": {n: b * s for n, b in d.items()},
-                     "seconds": round(time.perf_counter() - t0, 2)})
     sizes = sorted({(c.alphabet, c.seq_len) for c in claims})
-    return {"claim": "k-hop-min-beta-" + "-".join(f"m{a}-T{t}" for a, t in sizes), "construction": "k-hop",
-            "statement": "the smallest factor on the derived inverse temperatures (find: log(4(T-1)), "
-                         "lookup: 2 log(12(T-1))) at which each claim still passes, by bisection",
-            "probe": {"samples_if_sampled": samples, "seed": seed, "tolerance": tol}, "rows": rows,
-            "dtype": "float32", "versions": _versions(__version__)}
+    return min_beta_report(
+        "k-hop-min-beta-" + "-".join(f"m{a}-T{t}" for a, t in sizes), "k-hop",
+        "the smallest factor on the derived inverse temperatures (find: log(4(T-1)), "
+        "lookup: 2 log(12(T-1))) at which each claim still passes, by bisection", claims,
+        lambda c: smallest_passing_beta_scale(c, samples, seed, tol), lambda c: derived_betas(c.seq_len),
+        lambda c: {"k": c.k, "T": c.seq_len, "m": c.alphabet, "method": c.method},
+        {"samples_if_sampled": samples, "seed": seed, "tolerance": tol})
 
 
 def default_khop_claims() -> list[KHopClaim]:

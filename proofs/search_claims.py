@@ -324,23 +324,13 @@ def default_search_claims() -> list[SearchClaim]:
 def beta_report(claims: list[SearchClaim], samples: int = 2000, seed: int = 1, tol: float = 0.02) -> dict:
     """The smallest factor on every derived inverse temperature at which each claim still passes ``samples``
     sampled inputs (bisection to ``tol``), beside the derived betas: how much slack the leak bound leaves."""
-    from algeval import __version__
-    from algeval.proofs.certify import _versions
+    from algeval.proofs.certify import min_beta_report
 
-    rows = []
-    for c in claims:
-        t0 = time.perf_counter()
-        task = c.task("naive")
-        _, _, craft = build(c, task)
-        derived = {h.name: h.beta for layer in craft.layers for h in layer.heads}
-        s = smallest_passing_beta_scale(c, samples, seed, tol)
-        rows.append({"claim": c.name, "construction": c.construction, "n": c.max_vertices, "D": c.max_lookahead,
-                     "derived_beta": derived, "smallest_passing_scale": s,
-                     "smallest_passing_beta": {k: b * s for k, b in derived.items()},
-                     "seconds": round(time.perf_counter() - t0, 2)})
-    return {"claim": "search-min-beta-" + "-".join(sorted({f"n{c.max_vertices}" for c in claims})),
-            "construction": "search",
-            "statement": "the smallest factor on the derived inverse temperatures (beta = log((T-1) M / eta) / "
-                         "Delta, theory.bounds.min_beta) at which each claim still passes, by bisection",
-            "probe": {"samples": samples, "seed": seed, "tolerance": tol}, "rows": rows, "dtype": "float32",
-            "versions": _versions(__version__)}
+    return min_beta_report(
+        "search-min-beta-" + "-".join(sorted({f"n{c.max_vertices}" for c in claims})), "search",
+        "the smallest factor on the derived inverse temperatures (beta = log((T-1) M / eta) / "
+        "Delta, theory.bounds.min_beta) at which each claim still passes, by bisection", claims,
+        lambda c: smallest_passing_beta_scale(c, samples, seed, tol),
+        lambda c: {h.name: h.beta for layer in build(c, c.task("naive"))[2].layers for h in layer.heads},
+        lambda c: {"construction": c.construction, "n": c.max_vertices, "D": c.max_lookahead},
+        {"samples": samples, "seed": seed, "tolerance": tol})

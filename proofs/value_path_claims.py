@@ -414,25 +414,16 @@ def smallest_passing_beta_scale(claim: ValuePathClaim, samples: int = 2000, seed
 
 def beta_report(claims: list[ValuePathClaim], samples: int = 2000, seed: int = 1, tol: float = 0.02) -> dict:
     """The smallest passing beta scale per claim, set against the derived betas (a certificate-style record)."""
-    from algeval import __version__
-    from algeval.proofs.certify import _versions
+    from algeval.proofs.certify import min_beta_report
 
-    rows = []
-    for c in claims:
-        t0 = time.perf_counter()
-        s = smallest_passing_beta_scale(c, samples, seed, tol)
-        d = build(c)[1]["betas"]
-        rows.append({"claim": c.name, "n": c.max_vertices, "H": c.max_steps, "T": c.task().max_len,
-                     "derived_beta": d, "smallest_passing_scale": s,
-                     "smallest_passing_beta": {k: b * s for k, b in d.items()},
-                     "seconds": round(time.perf_counter() - t0, 2)})
-    return {"claim": "value-path-min-beta-" + "-".join(f"n{c.max_vertices}-H{c.max_steps}" for c in claims),
-            "construction": "value-path",
-            "statement": "the smallest factor on every derived inverse temperature (min_beta: log((T-1) M / eta) / "
-                         "Delta per head) at which each claim still passes (correct argmax on every sampled prompt, "
-                         "fast path consistent with the dense pass, margin clear of rounding), by bisection",
-            "probe": {"samples": samples, "seed": seed, "tolerance": tol, "families": list(SAMPLED_FAMILIES)},
-            "rows": rows, "dtype": "float32", "versions": _versions(__version__)}
+    return min_beta_report(
+        "value-path-min-beta-" + "-".join(f"n{c.max_vertices}-H{c.max_steps}" for c in claims), "value-path",
+        "the smallest factor on every derived inverse temperature (min_beta: log((T-1) M / eta) / "
+        "Delta per head) at which each claim still passes (correct argmax on every sampled prompt, "
+        "fast path consistent with the dense pass, margin clear of rounding), by bisection", claims,
+        lambda c: smallest_passing_beta_scale(c, samples, seed, tol), lambda c: build(c)[1]["betas"],
+        lambda c: {"n": c.max_vertices, "H": c.max_steps, "T": c.task().max_len},
+        {"samples": samples, "seed": seed, "tolerance": tol, "families": list(SAMPLED_FAMILIES)})
 
 
 DEFAULT_SAMPLES = 10_000  # ``prove --all`` caps a sampled value-path check at this many prompts

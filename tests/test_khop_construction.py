@@ -100,3 +100,16 @@ def test_cli_build_and_prove(tmp_path, capsys):
     assert cert["passed"] and cert["checked"] == 256
     code = main(["prove", "k-hop", "--method", "exhaustive", "--alphabet", "4", "--seq-len", "32"])
     assert code == 2 and "seq_len=32" in capsys.readouterr().err
+
+
+def test_min_beta_report_rows():
+    """The shared min-beta record: one row per claim, the smallest passing factor in (0, 1], and the betas it
+    implies equal to that factor times the derived ones."""
+    from algeval.proofs.khop_claims import KHopClaim, beta_report
+
+    r = beta_report([KHopClaim(1, 3, 6, "exhaustive")], tol=0.1)
+    assert r["claim"] == "k-hop-min-beta-m3-T6" and r["construction"] == "k-hop" and len(r["rows"]) == 1
+    row = r["rows"][0]
+    s = row["smallest_passing_scale"]
+    assert 0 < s < 1 and row["k"] == 1 and row["T"] == 6
+    assert row["smallest_passing_beta"] == {k: b * s for k, b in row["derived_beta"].items()}
