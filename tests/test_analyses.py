@@ -280,6 +280,82 @@ def test_probe_finds_a_planted_schedule_and_controls_stay_at_chance():
 
 # --- newly-reached probes and onsets ---------------------------------------------------------------
 
+def _logistic_problem(seed, n=160, D=6, F=2):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, D)).astype(np.float32)
+    T = np.stack([(X[:, 0] + 0.5 * X[:, f + 1] + 0.7 * rng.normal(size=n)) > 0.3 for f in range(F)], -1)
+    from algeval.sim.analyses.logistic import balanced_weights
+
+    W = balanced_weights(T, ~T)
+    return X, T, W
+
+
+def _objective(X, t, w, beta, c, lam=0.0, l2=0.0):
+    z = X @ beta + c
+    return float((w * (np.logaddexp(0, z) - t * z)).sum() + lam * np.abs(beta).sum() + 0.5 * l2 * beta @ beta)
+
+
+def test_lasso_and_ridge_logistic_match_scipy():
+    from scipy.optimize import minimize
+
+    from algeval.sim.analyses.logistic import l1_logistic, newton
+
+    X, T, W = _logistic_problem(0)
+    n, D = X.shape
+    rows = np.arange(n)[None]
+    res = l1_logistic(X, rows, T[None], W[None], np.array([0.2, 0.05]), support=3, rounds=3, steps=3000)
+    for f in range(2):
+        lam = float(res["lam"][0, f])
+        t, w = T[:, f].astype(float), W[:, f].astype(float)
+
+        def obj(v):  # beta = v[:D] - v[D:2D] (both >= 0), intercept v[-1]
+            return _objective(X.astype(float), t, w, v[:D] - v[D:2 * D], v[-1], lam)
+
+        ref = minimize(obj, np.zeros(2 * D + 1), method="L-BFGS-B", bounds=[(0, None)] * (2 * D) + [(None, None)],
+                       options={"maxiter": 5000, "ftol": 1e-14, "gtol": 1e-10})
+        ours = _objective(X, t, w, res["beta"][0, :, f], res["c"][0, f], lam)
+        assert ours <= ref.fun + 1e-5, (f, ours, ref.fun)
+        assert res["kkt"][0, f] <= 1e-2   # the working set (3 of 6 features) was grown until KKT holds
+    assert (res["beta"][0, 0] != 0).any() and np.argmax(np.abs(res["beta"][0, :, 1])) == 0
+    B = newton(X[None], T[None], W[None], np.array([[1e-2, 1e-1]]), iters=25)
+    for f, l2 in enumerate((1e-2, 1e-1)):
+        t, w = T[:, f].astype(float), W[:, f].astype(float)
+        ref = minimize(lambda v: _objective(X.astype(float), t, w, v[:D], v[-1], 0.0, l2), np.zeros(D + 1),
+                       method="BFGS", options={"gtol": 1e-9})
+        np.testing.assert_allclose(B[0, :D, f], ref.x[:D], atol=2e-3)
+    with pytest.raises(ParameterError):
+        l1_logistic(X, rows, T[None], W[None], np.array([0.0, 0.1]))
+
+
+def test_bin_probe_reads_a_planted_count_and_not_before():
+    """A count variable (0 when never reached, 1-3 when reached) in one coordinate per output, among noise
+    coordinates, a few positives per output and bin: the probe of every bin is exact where the count holds it,
+    at chance where the count is still 0, and at chance with shuffled labels."""
+    from algeval.sim.analyses.binprobe import layer_probe
+    from algeval.sim.analyses.onsets import band_accuracy, parts, standardise
+
+    rng = np.random.default_rng(0)
+    n, K, D = 900, 6, 30
+    dist = rng.choice([-1, 1, 2, 3], size=(n, K), p=[0.5, 0.3, 0.15, 0.05])
+    M = np.ones((n, K), bool)
+    part = parts(n, 0)
+    count = np.where(dist > 0, rng.integers(1, 4, size=(n, K)), 0).astype(float)
+    noise = rng.normal(size=(n, D))
+    early = np.concatenate([np.where(dist == 1, count, 0), noise], 1)   # only distance 1 is reached yet
+    late = np.concatenate([count, noise], 1)
+    bins = [(1,), (2,), (3,)]
+    r_late = layer_probe(standardise(late, part != 2), dist, M, part, bins)
+    r_early = layer_probe(standardise(early, part != 2), dist, M, part, bins)
+    assert np.all(r_late["acc"] >= 0.99), r_late
+    assert r_early["acc"][0] >= 0.99 and np.all(r_early["acc"][1:] < 0.65), r_early
+    A, _, meta = band_accuracy(np.stack([early, late], 1), dist, M, np.arange(n), part, bins, shuffle_seed=3)
+    assert np.all(np.abs(A - 0.5) < 0.1), A
+    assert len(meta["kind"]) == 2 and all(k in ("top", "own", "shared") for k in meta["kind"][1])
+    with pytest.raises(ParameterError):
+        parts(n, 0, val_frac=1.0)
+
+
+
 def _planted_dec(info, schedule, L, noise=0.05, seed=0):
     """Decision-site features: coordinate x holds [x reaches the target within R(block)] plus noise, where
     R grows one hop per block from block 2 (linear) or doubles from block 1 (exponential); 8 noise dims."""
@@ -358,12 +434,18 @@ def test_constructions_get_their_verdict_and_random_weights_none(name):
     chk = newly_reached_check(r, fam, planted_onsets(name, range(1, 6)))
     assert len(chk["bands"]) >= 4
     for d, b in chk["bands"].items():
-        # measured (results/validation/README.md): 0.98-1.0 from the computing layer on, except path
-        # merging's d = 4 (0.892 there, 1.0 after); the strict 0.99 of issue 6 part 7 is not met everywhere
-        assert b["after"] >= 0.85 and b["drop"] >= 0.2, (d, b)
-    rr = reach_onsets(None, batch, acts=ctl, info=info, control=collect(random_model_like(model, 7), batch),
-                      families=fams)
-    assert verdict({"onsets": rr})["best"] is None
+        # issue 6 part 7: >= 0.99 from the computing layer on, clearly lower before (results/validation/README.md;
+        # path merging's d = 4 has ~4 training positives per vertex pair and sits closest to the line)
+        assert b["after"] >= 0.99 and b["drop"] >= 0.2, (d, b)
+    assert chk["ok"]
+    from algeval.sim.analyses import order_matching
+
+    ctl2 = collect(random_model_like(model, 7), batch)
+    rr = reach_onsets(None, batch, acts=ctl, info=info, control=ctl2, families=fams)
+    ro = order_matching(None, batch, acts=ctl, info=info, control=ctl2, n_perm=32)
+    assert verdict({"onsets": rr, "orders": ro})["best"] is None
+    assert verdict({"onsets": r, "orders": order_matching(None, batch, acts=acts, info=info, control=ctl,
+                                                          n_perm=32)})["best"] == v["best"]
 
 
 # --- causal tests ----------------------------------------------------------------------------------
@@ -461,6 +543,8 @@ def test_verdict_is_none_for_a_random_weights_model():
     assert v["verdict"].startswith("none") and v["best"] is None
     assert all(r["verdict"] == "none" for r in v["table"])
     assert {r["algorithm"] for r in v["table"]} == {"BFS", "DFS", "path-merging", "value iteration"}
+    # order matching enters the verdict (its "skipped" count does not drop the section)
+    assert {"order_bfs", "order_dfs", "order_path_merging"} <= {i["item"] for r in v["table"] for i in r["items"]}
 
 
 def test_verdict_rule_uses_chance_and_margin():
@@ -473,6 +557,38 @@ def test_verdict_rule_uses_chance_and_margin():
     assert row["DFS"]["alignment"] == pytest.approx((0.9 - 0.55) / 0.45)
     v2 = verdict({"orders": {"summary": {"order_dfs": dict(good, p_control=0.2)}}})
     assert v2["verdict"].startswith("none")
+
+
+def test_verdict_counts_only_items_that_separate_the_candidates():
+    # the BFS construction's order scores (results/validation/README.md, old run): all beat chance, none separates
+    o = {"order_bfs": (0.946, 0.603), "order_path_merging": (0.957, 0.631), "order_dfs": (0.977, 0.814)}
+    orders = {"summary": {k: {"score": a, "chance": c, "p_perm": 1e-6} for k, (a, c) in o.items()}}
+    onsets = {"summary": {"linear": {"score": 1.0, "chance": 0.482, "p": 0.003},
+                          "exponential": {"score": 0.75, "chance": 0.503, "p": 0.12}}}
+    v = verdict({"orders": orders})
+    assert v["best"] is None and "none separates" in v["verdict"]
+    row = {r["algorithm"]: r for r in v["table"]}
+    assert row["DFS"]["beats_not_separating"] == 1 and row["DFS"]["verdict"] == "none"
+    v = verdict({"orders": orders, "onsets": onsets})
+    assert v["best"] == "BFS"
+    items = {i["item"]: i for r in v["table"] for i in r["items"]}
+    assert items["onset_linear"]["counts"] and not any(items[k]["counts"] for k in o)
+    assert items["onset_linear"]["margin_min"] == pytest.approx((1.0 - 0.482) - (0.75 - 0.503))
+    # per-example scores: the paired test decides; a large mean difference on noisy examples does not separate
+    rng = np.random.default_rng(0)
+    names = ["order_path_merging", "order_bfs", "order_dfs"]
+
+    def with_examples(excess, noise, n):
+        pe = np.stack([0.5 + e + noise * rng.normal(size=n) for e in excess])
+        ch = np.full((3, n), 0.5)
+        summ = {k: {"score": float(pe[i].mean()), "chance": 0.5, "p_perm": 1e-6} for i, k in enumerate(names)}
+        return {"summary": summ, "per_example": Named(pe, ("score", "example"), {"score": names}),
+                "chance_per_example": Named(ch, ("score", "example"), {"score": names})}
+
+    v = verdict({"orders": with_examples([0.1, 0.3, 0.1], 0.05, 200)})
+    assert v["best"] == "BFS" and v["table"][0]["items"][0]["p_max"] < 1e-6
+    v = verdict({"orders": with_examples([0.1, 0.3, 0.1], 1.0, 6)})
+    assert v["best"] is None and "none separates" in v["verdict"]
 
 
 def test_analyze_cli_writes_report(tmp_path):

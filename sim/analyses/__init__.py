@@ -18,6 +18,7 @@ the same calls.  One forward pass (:func:`collect`) can be shared through the
 """
 
 from algeval.sim.analyses.attention import attention_to_path, path_regression
+from algeval.sim.analyses.binprobe import layer_probe
 from algeval.sim.analyses.causal import (
     ablate_heads,
     activation_patching,
@@ -41,7 +42,7 @@ __all__ = [
     "ablate_heads", "activation_patching", "add_analyze_parser", "analyze", "analyze_main",
     "attention_to_path", "attribution_patching", "best_agreement_counts", "causal_tests", "collect",
     "corrupted_pairs", "event_times", "fit_ridge", "format_table", "graph_info", "head_ablation_sweep",
-    "hop_labels", "logit_diffs", "newly_reached_check", "planted_onsets", "reach_onsets", "ols", "order_matching", "order_scores", "path_regression", "probe_accuracy",
+    "hop_labels", "layer_probe", "logit_diffs", "newly_reached_check", "planted_onsets", "reach_onsets", "ols", "order_matching", "order_scores", "path_regression", "probe_accuracy",
     "probes", "random_model_like", "representation_geometry", "resolve_control",
     "run_all", "state_graph", "verdict",
 ]

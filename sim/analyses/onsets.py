@@ -21,19 +21,16 @@ many where they agree -- the old probe summary of
 decision vertex, ``bwd``: to the target, ``pair``: all pairs; see
 :mod:`~algeval.sim.analyses.probes` for the sites ``node`` and
 ``decision``) and a distance ``d``, the probe separates the entries at
-distance exactly ``d`` (positives) from the entries that are never reached
-(negatives: unreachable).  This label is monotone in depth for both
-algorithms: once a vertex is reached it stays reached, so its probe should be
-at chance-or-correlates before the block that reaches it and exact from that
-block on.  Per family and layer one ridge regression of the ``+-1``
-"reachable" target (features standardised on the training rows; penalty
-``lambda`` chosen from ``n * 10^{-4..2}`` by exact leave-one-out error on the
-training rows, closed form from one eigendecomposition, so it works with
-fewer rows than dimensions) gives a score per entry; per distance ``d`` a
-threshold (pooled over a family's outputs, best balanced accuracy on the
-training entries of that band) turns it into the band's probe.  Balanced
-accuracy ``A[layer, d]`` on the held-out examples (25%), NaN unless the test
-set has ``>= 10`` positives and negatives.
+distance exactly ``d`` (positives: newly reached at the step that reaches
+``d``) from the entries that are never reached (negatives: unreachable).
+This label is monotone in depth for both algorithms: once a vertex is
+reached it stays reached, so its probe should be at chance-or-correlates
+before the block that reaches it and exact from that block on.  The probe
+is :func:`~algeval.sim.analyses.binprobe.layer_probe` (one class-balanced
+logistic probe per distance bin and output, penalties and design chosen on
+a validation split of the training examples) on features standardised on
+the training rows.  Balanced accuracy ``A[layer, d]`` on the held-out
+examples (25%), NaN unless ``>= 10`` covered test positives and negatives.
 
 For ``fwd`` the target and for ``bwd`` the decision vertex are left out, and
 for ``pair`` every pair from the decision vertex or into the target: these are
@@ -68,16 +65,16 @@ import numpy as np
 from algeval.errors import ParameterError
 from algeval.sim.analyses.common import Acts, GraphInfo, collect, graph_info
 from algeval.sim.analyses.named import Named
-from algeval.sim.analyses.probes import _row_valid, _vertex_valid, _ref, balanced_accuracy, best_thresholds, split
+from algeval.sim.analyses.binprobe import FIT, TEST, UNUSED, VAL, layer_probe
+from algeval.sim.analyses.probes import _row_valid, _vertex_valid, _ref, split
 
 FAMILIES = ("node.fwd", "node.bwd", "decision.fwd", "decision.bwd", "decision.pair")
 SCHEDULES = ("linear", "exponential")
-RIDGE_GRID = 10.0 ** np.arange(-4, 3)
-MIN_CLASS = 10
+VAL_FRAC = 0.2       # validation share of the training examples (penalties and design are chosen on it)
+NODE_ROWS = 4000     # fit + validation rows kept for node families (one row per vertex: ~7 per example)
 MIN_STEP = 0.1
 STEP_Z = 3.0
 DIVERGE = 4          # the first distance at which the two schedules disagree
-NODE_ROWS = 1500     # training rows kept for node families (the Gram matrix is rows x (2 d_model)^2)
 N_NULL = 2000
 
 
@@ -145,85 +142,65 @@ def _valid(info: GraphInfo, rel: str) -> np.ndarray:
 
 # --- the probe -----------------------------------------------------------------------------------
 
-def ridge_loo(X: np.ndarray, Y: np.ndarray, M: np.ndarray, grid=RIDGE_GRID) -> dict:
-    """Multi-output ridge of ``+-1`` targets ``Y (n, K)`` (defined where ``M``) on standardised ``X (n, D)``,
-    penalty ``lambda = g n`` with ``g`` from ``grid`` minimising the exact leave-one-out squared error
-    ``sum_{i,k in M} ((t_ik - yhat_ik) / (1 - H_ii))^2`` (``H`` the hat matrix; undefined targets are set to
-    the output's mean).  Returns ``mu, sd, beta, ybar, lam``."""
+def parts(B: int, seed: int = 0, test_frac: float = 0.25, val_frac: float = VAL_FRAC) -> np.ndarray:
+    """``(B,)`` int: each example's part, ``FIT``, ``VAL`` (``val_frac`` of the non-test examples) or
+    ``TEST`` (the held-out examples of :func:`~algeval.sim.analyses.probes.split`)."""
+    for name, v in (("test_frac", test_frac), ("val_frac", val_frac)):
+        if not 0 < v < 1:
+            raise ParameterError(name, v, "must lie strictly between 0 and 1")
+    test = split(B, seed, test_frac)
+    idx = np.flatnonzero(~test)
+    rng = np.random.default_rng(seed + 1)
+    k = min(len(idx) - 1, max(1, int(round(len(idx) * val_frac)))) if len(idx) > 1 else 0
+    part = np.where(test, TEST, FIT)
+    part[rng.permutation(idx)[:k]] = VAL
+    return part
+
+
+def standardise(X: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """``X (n, D)`` centred and scaled by the mean and sd of the ``train`` rows; constant features dropped."""
     X = np.asarray(X, np.float64)
-    n, D = X.shape
-    mu = X.mean(0)
-    sd = X.std(0)
-    sd = np.where(sd > 1e-9 * max(1.0, float(np.abs(X).max(initial=0.0))), sd, 1.0)
-    Z = (X - mu) / sd
-    T = np.where(Y, 1.0, -1.0)
-    ybar = (T * M).sum(0) / np.maximum(M.sum(0), 1)
-    Tc = np.where(M, T - ybar, 0.0)
-    if n >= D:
-        s2, W = np.linalg.eigh(Z.T @ Z)
-        P = Z @ W                      # (n, D): Z in the eigenbasis
-        PT = P.T @ Tc
-    else:
-        s2, P = np.linalg.eigh(Z @ Z.T)  # P = U (n, n)
-        PT = P.T @ Tc
-    s2 = np.maximum(s2, 0.0)
-    P2 = P * P
-    best = (np.inf, None)
-    for g in grid:
-        lam = g * max(n, 1)
-        shrink = 1.0 / (s2 + lam) if n >= D else s2 / (s2 + lam)
-        fitted = P @ (PT * shrink[:, None])
-        h = np.minimum(P2 @ shrink, 1 - 1e-9)
-        err = float((((Tc - fitted) / (1 - h)[:, None]) ** 2 * M).sum())
-        if err < best[0]:
-            best = (err, lam)
-    lam = best[1]
-    beta = W @ (PT / (s2 + lam)[:, None]) if n >= D else Z.T @ (P @ (PT / (s2 + lam)[:, None]))
-    return {"mu": mu, "sd": sd, "beta": beta, "ybar": ybar, "lam": lam}
+    mu, sd = X[train].mean(0), X[train].std(0)
+    keep = sd > 1e-9 * max(1.0, float(np.abs(X[train]).max(initial=0.0)))
+    return ((X[:, keep] - mu[keep]) / sd[keep]).astype(np.float32)
 
 
-def _score(fit, X):
-    return ((X - fit["mu"]) / fit["sd"]) @ fit["beta"] + fit["ybar"]
-
-
-def band_accuracy(R, dist, M, ex, test_ex, bands, seed: int = 0, shuffle_seed: int | None = None,
-                  max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``(A, SE)`` each ``(L1, len(bands))``: balanced accuracy of the newly-reached probe of every band
-    at every layer (module docstring), and ``info`` (chosen penalties, test class counts)."""
+def band_accuracy(R, dist, M, ex, part_ex, bins, shuffle_seed: int | None = None,
+                  max_rows: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(A, SE)`` each ``(L1, len(bins))``: held-out balanced accuracy of the newly-reached probe of every bin
+    (a collection of distances) at every layer (:func:`~algeval.sim.analyses.binprobe.layer_probe` on
+    standardised features), and ``meta``: per layer the selection penalty ``rel``, the median selected
+    coordinates ``support``, the largest KKT violation ``kkt``; per layer and bin the chosen design
+    ``kind``, ``l2`` and the ``coverage``.  ``part_ex (B,)``: each example's part (:func:`parts`).
+    With ``shuffle_seed`` the labels (distances and masks) are permuted among the fit + validation rows
+    and, independently, among the test rows.  ``max_rows``: at most this many fit + validation rows (a
+    random subset, ``seed``); test rows are all kept."""
     L1 = R.shape[1]
-    te = test_ex[ex]
-    tr = ~te
+    part = part_ex[ex].copy()
     dist, M = dist.copy(), M.copy()
     if shuffle_seed is not None:
         rng = np.random.default_rng(shuffle_seed)
-        for part in (tr, te):
-            idx = np.flatnonzero(part)
+        for sel in (part != TEST, part == TEST):
+            idx = np.flatnonzero(sel)
             p = idx[rng.permutation(len(idx))]
             dist[idx], M[idx] = dist[p], M[p]
-    tri = np.flatnonzero(tr)
-    if max_rows is not None and len(tri) > max_rows:
-        tri = np.sort(np.random.default_rng(seed + 1).choice(tri, max_rows, replace=False))
-    tei = np.flatnonzero(te)
-    A = np.full((L1, len(bands)), np.nan)
-    S_E = np.full((L1, len(bands)), np.nan)
-    Mtr, Mte, dtr, dte = M[tri], M[tei], dist[tri], dist[tei]
-    neg_tr, neg_te = Mtr & (dtr < 0), Mte & (dte < 0)
-    counts = {int(b): (int((Mte & (dte == b)).sum()), int(neg_te.sum())) for b in bands}
-    lams = []
-    if len(tri) < 2 or not len(tei):
-        return A, S_E, {"lambda": lams, "test_counts": counts}
+    tr = np.flatnonzero(part != TEST)
+    if max_rows is not None and len(tr) > max_rows:
+        drop = np.random.default_rng(seed + 1).permutation(tr)[max_rows:]
+        part[drop] = UNUSED
+    A = np.full((L1, len(bins)), np.nan)
+    S_E = np.full((L1, len(bins)), np.nan)
+    meta = {k: [] for k in ("rel", "support", "kkt", "kind", "l2", "coverage")}
+    train = (part == FIT) | (part == VAL)
+    if train.sum() < 2 or not (part == TEST).any():
+        return A, S_E, meta
     for i in range(L1):
-        fit = ridge_loo(R[tri, i], Mtr & (dtr > 0), Mtr & (dtr != 0))
-        lams.append(fit["lam"])
-        s_tr, s_te = _score(fit, R[tri, i]), _score(fit, R[tei, i])
-        for j, b in enumerate(bands):
-            pos_tr, pos_te = Mtr & (dtr == b), Mte & (dte == b)
-            if pos_tr.sum() < 1 or not neg_tr.any() or min(counts[int(b)]) < MIN_CLASS:
-                continue
-            keep = pos_tr | neg_tr
-            thr = best_thresholds(s_tr[keep][:, None], pos_tr[keep][:, None], np.ones((keep.sum(), 1), bool))[0]
-            A[i, j], S_E[i, j] = balanced_accuracy(s_te > thr, pos_te, pos_te | neg_te)
-    return A, S_E, {"lambda": lams, "test_counts": counts}
+        r = layer_probe(standardise(R[:, i], train), dist, M, part, bins)
+        A[i], S_E[i] = r["acc"], r["se"]
+        for k in meta:
+            v = r[k]
+            meta[k].append(v.tolist() if isinstance(v, np.ndarray) else v)
+    return A, S_E, meta
 
 
 # --- onsets and schedules ----------------------------------------------------------------------------
@@ -291,7 +268,8 @@ def reach_onsets(model, batch, *, acts: Acts | None = None, info: GraphInfo | No
 
     Returns ``accuracy`` (Named: family, layer, distance; balanced accuracy), ``se``, ``shuffled``,
     [``control``], ``onset`` (Named: family, distance; layer index, -1 none), ``step`` (its size),
-    ``counted`` (families with a defined band ``>= 4``), ``lambda`` (penalty per family and layer) and
+    ``counted`` (families with a defined band ``>= 4``), ``probe`` (the probe's choices: Named ``rel``,
+    ``support``, ``kkt`` per family and layer, ``kind``, ``l2``, ``coverage`` per family, layer and distance) and
     ``summary[schedule]``: ``{score, chance, p, family, offset, matched, bands, null, shuffled, control}``.
     """
     acts = acts if acts is not None else collect(model, batch)
@@ -302,20 +280,20 @@ def reach_onsets(model, batch, *, acts: Acts | None = None, info: GraphInfo | No
     fams = [f for f in fams if _row_valid(info, f.split(".")[1]).any()]
     fams = [f for f in fams if not (f.startswith("decision") and acts.dec is None)]
     L = acts.n_layers
-    test_ex = split(len(batch), seed, test_frac)
+    part_ex = parts(len(batch), seed, test_frac)
     dmax = int(max(1, min(info.V - 1, info.dist.max() if info.dist is not None else info.V - 1)))
     bands = np.arange(1, dmax + 1)
-    acc, se, sh, sh_se, ctl, ctl_se, lam = {}, {}, {}, {}, {}, {}, {}
+    bins = [(int(d),) for d in bands]
+    acc, se, sh, sh_se, ctl, ctl_se, meta = {}, {}, {}, {}, {}, {}, {}
     for j, f in enumerate(fams):
         R, dist, M, ex = _rows(f, acts, info, features == "pair")
         cap = NODE_ROWS if f.startswith("node") else None
-        acc[f], se[f], meta = band_accuracy(R, dist, M, ex, test_ex, bands, seed, max_rows=cap)
-        lam[f] = meta["lambda"]
-        sh[f], sh_se[f], _ = band_accuracy(R, dist, M, ex, test_ex, bands, seed, shuffle_seed=seed + 7919 * (j + 1),
-                                           max_rows=cap)
+        acc[f], se[f], meta[f] = band_accuracy(R, dist, M, ex, part_ex, bins, max_rows=cap, seed=seed)
+        sh[f], sh_se[f], _ = band_accuracy(R, dist, M, ex, part_ex, bins, shuffle_seed=seed + 7919 * (j + 1),
+                                           max_rows=cap, seed=seed)
         if control is not None:
             Rc = _rows(f, control, info, features == "pair")[0]
-            ctl[f], ctl_se[f], _ = band_accuracy(Rc, dist, M, ex, test_ex, bands, seed, max_rows=cap)
+            ctl[f], ctl_se[f], _ = band_accuracy(Rc, dist, M, ex, part_ex, bins, max_rows=cap, seed=seed)
 
     def onsets_of(A, S):
         on, st, ok = {}, {}, {}
@@ -354,28 +332,71 @@ def reach_onsets(model, batch, *, acts: Acts | None = None, info: GraphInfo | No
     out = {"accuracy": named(acc), "se": named(se), "shuffled": named(sh),
            "onset": Named(np.array([on[f] for f in fams]).reshape(len(fams), len(bands)), ("family", "distance"), fd),
            "step": Named(np.array([st[f] for f in fams]).reshape(len(fams), len(bands)), ("family", "distance"), fd),
-           "counted": counted, "lambda": {f: [float(x) for x in lam[f]] for f in fams}, "summary": summary,
-           "rule": f"onset: step >= {MIN_STEP} and >= {STEP_Z} SE; families need a band >= {DIVERGE}; "
-                   f"null: uniform onsets, {n_null} draws"}
+           "counted": counted, "probe": _probe_meta(meta, fams, coords), "summary": summary,
+           "rule": f"probe: class-balanced logistic per distance and output, penalties chosen on a validation split "
+                   f"(algeval.sim.analyses.binprobe); onset: step >= {MIN_STEP} and >= {STEP_Z} SE; families need a "
+                   f"band >= {DIVERGE}; null: uniform onsets, {n_null} draws"}
     if control is not None:
         out["control"] = named(ctl)
     return out
 
 
+def _probe_meta(meta: dict, fams: list, coords: dict) -> dict:
+    """The probe's choices (:func:`band_accuracy`'s ``meta`` per family) as Named arrays: ``rel``, ``support``,
+    ``kkt`` (family, layer) and ``kind``, ``l2``, ``coverage`` (family, layer, distance); NaN / "" where no
+    probe was fitted (a family without never-reached entries)."""
+    L1, nd = len(coords["layer"]), len(coords["distance"])
+    out = {}
+    for k, per_bin in (("rel", False), ("support", False), ("kkt", False), ("kind", True), ("l2", True),
+                       ("coverage", True)):
+        shape = (len(fams), L1, nd) if per_bin else (len(fams), L1)
+        a = np.full(shape, "", dtype=object) if k == "kind" else np.full(shape, np.nan)
+        for i, f in enumerate(fams):
+            v = meta[f][k]
+            if len(v):
+                a[i] = np.array(v, dtype=object if k == "kind" else float)
+        axes = ("family", "layer", "distance") if per_bin else ("family", "layer")
+        out[k] = Named(a.astype(str) if k == "kind" else a, axes, {x: coords[x] for x in axes})
+    return out
+
+
 def newly_reached_check(res: dict, family: str, expected: dict, level: float = 0.99) -> dict:
-    """Per distance ``d`` with expected onset layer index ``expected[d]``: ``after`` (lowest accuracy from
-    that layer on), ``before`` (highest before it), ``drop = after - before``; ``ok`` iff every ``after``
-    is ``>= level``.  ``res`` is :func:`reach_onsets`' result."""
-    A = res["accuracy"].sel(family=family).values  # (L1, distance)
-    ds = res["accuracy"].coords["distance"]
+    """Per distance ``d`` with expected onset layer index ``expected[d]``: ``at`` (accuracy at that layer),
+    ``after`` (lowest from that layer on), ``before`` (highest before it), ``drop = after - before``, and the
+    highest accuracy over layers with shuffled labels and on the control model; ``ok`` iff every ``after`` is
+    ``>= level``.  ``res`` is :func:`reach_onsets`' result, or its JSON form (``results.json["onsets"]``)."""
+    def named(x):
+        return Named.from_json(x) if isinstance(x, dict) else x
+
+    acc = named(res["accuracy"])
+    A = acc.sel(family=family).values  # (L1, distance)
+    ds = [int(d) for d in acc.coords["distance"]]
+    ctl = {k: named(res[k]).sel(family=family).values for k in ("shuffled", "control") if res.get(k) is not None}
     rows = {}
     for d, k in expected.items():
         if d not in ds:
             continue
-        a = A[:, ds.index(d)]
+        j = ds.index(d)
+        a = A[:, j]
         if not np.isfinite(a).all():
             continue
-        rows[int(d)] = {"layer": int(k), "after": float(a[k:].min()), "before": float(a[:k].max()) if k else float("nan"),
-                        "drop": float(a[k:].min() - a[:k].max()) if k else float("nan")}
+        rows[int(d)] = {"layer": int(k), "at": float(a[k]), "after": float(a[k:].min()),
+                        "before": float(a[:k].max()) if k else float("nan"),
+                        "drop": float(a[k:].min() - a[:k].max()) if k else float("nan"),
+                        **{f"{c}_max": float(np.nanmax(v[:, j])) if np.isfinite(v[:, j]).any() else float("nan")
+                           for c, v in ctl.items()}}
     return {"family": family, "level": level, "bands": rows,
             "ok": bool(rows) and all(r["after"] >= level for r in rows.values())}
+
+
+def check_table(chk: dict) -> str:
+    """:func:`newly_reached_check`'s result as a markdown table."""
+    def f(x):
+        return "-" if not np.isfinite(x) else f"{x:.3f}"
+
+    lines = ["| d | computing layer (index) | accuracy there | lowest after | highest before | drop | "
+             "shuffled max | control max |", "|---|---|---|---|---|---|---|---|"]
+    for d, r in chk["bands"].items():
+        lines.append(f"| {d} | {r['layer']} | {f(r['at'])} | {f(r['after'])} | {f(r['before'])} | {f(r['drop'])} | "
+                     f"{f(r.get('shuffled_max', float('nan')))} | {f(r.get('control_max', float('nan')))} |")
+    return "\n".join(lines)

@@ -64,6 +64,7 @@ at that example's permutation chance).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -368,7 +369,7 @@ def order_matching(model, batch, *, acts: Acts | None = None, info: GraphInfo | 
     ``tau`` (``(B, V)`` event times, ``n_layers`` = never) overrides the rule (a construction may
     supply its own; give ``n_layers`` then, or it is read from ``acts``).
     Returns ``tau`` (Named: example, vertex), ``per_example`` (Named: score, example) for the
-    model, ``summary[score_name]`` dicts (``score``, ``chance``, ``p_perm``, [``control``,
+    model, ``chance_per_example`` (the same, mean over the permutations), ``summary[score_name]`` dicts (``score``, ``chance``, ``p_perm``, [``control``,
     ``p_control``]) for ``order_bfs``, ``order_dfs``, ``order_path_merging``, ``schedule_bfs``,
     ``schedule_path_merging``, ``incomplete`` (examples whose state graph exceeded ``max_states``)
     and ``skipped`` (examples past the DP work budget ``max_work``; their BFS/DFS scores are NaN).
@@ -392,9 +393,13 @@ def order_matching(model, batch, *, acts: Acts | None = None, info: GraphInfo | 
     allsc.update({f"schedule_{k}": v for k, v in ssc.items()})
     summary = {k: _summarise(v[0], v[1 + c:], v[1] if c else None) for k, v in allsc.items()}
     names = list(allsc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        chance = np.stack([np.nanmean(allsc[k][1 + c:], axis=0) for k in names])
     return {
         "tau": Named(tau, ("example", "vertex")),
         "per_example": Named(np.stack([allsc[k][0] for k in names]), ("score", "example"), {"score": names}),
+        "chance_per_example": Named(chance, ("score", "example"), {"score": names}),
         "summary": summary,
         "incomplete": int(meta["incomplete"].sum()),
         "skipped": int(meta["skipped"].sum()),

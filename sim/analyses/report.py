@@ -38,7 +38,7 @@ _BIG = {  # section -> keys stored in arrays.npz instead of results.json
     "attention": ("mass",),
     "geometry": ("reps", "pca", "pca_nodes", "tsne", "goal_competitor", "goal_competitor_rel",
                  "consecutive_cosine", "event_times"),
-    "orders": ("tau", "per_example"),
+    "orders": ("tau", "per_example", "chance_per_example"),
     "causal": ("activation", "attribution", "pair_index"),
 }
 
@@ -80,7 +80,9 @@ def run_all(model, batch, *, control="random", n_perm: int = 64, n_exact: int = 
         except ParameterError as e:
             res["causal"] = {"skipped": str(e)}
         lap("causal")
-    res["verdict"] = verdict({k: v for k, v in res.items() if isinstance(v, dict) and "skipped" not in v})
+    # a section skipped as a whole carries its reason as a string (``causal``); ``orders["skipped"]`` is a count
+    # of examples past the DP budget, and order matching still counts
+    res["verdict"] = verdict({k: v for k, v in res.items() if isinstance(v, dict) and not isinstance(v.get("skipped"), str)})
     res["timing"] = timing
     return res
 
@@ -198,13 +200,21 @@ def _markdown(res: dict, title: str) -> str:
             A = acc.values[fi]
             if not np.isfinite(A).any(axis=0).any():
                 continue
-            L += ["", f"`{f}`: balanced accuracy of the newly-reached probe by distance (rows) and layer; "
-                  "onset = first layer index of the step (-1: none)", "",
+            L += ["", f"`{f}`: held-out balanced accuracy of the newly-reached probe (distance d vs never reached) by "
+                  "distance (rows) and layer; onset = first layer index of the step (-1: none); the last columns: "
+                  "the highest over layers with shuffled labels and on the random-weights control model", "",
                   "| distance | onset | " + " | ".join(("embed" if l == -1 else str(l)) for l in acc.coords["layer"])
-                  + " |", "|---|---|" + "---|" * len(acc.coords["layer"])]
+                  + " | shuffled max | control max |", "|---|---|" + "---|" * (len(acc.coords["layer"]) + 2)]
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                shm = np.nanmax(n["shuffled"].values[fi], axis=0)
+                ctm = np.nanmax(n["control"].values[fi], axis=0) if "control" in n else np.full(len(shm), np.nan)
             for j, d in enumerate(acc.coords["distance"]):
                 if np.isfinite(A[:, j]).any():
-                    L.append(f"| {d} | {int(on.values[fi, j])} | " + " | ".join(f"{x:.3f}" for x in A[:, j]) + " |")
+                    L.append(f"| {d} | {int(on.values[fi, j])} | " + " | ".join(f"{x:.3f}" for x in A[:, j])
+                             + f" | {shm[j]:.3f} | {ctm[j]:.3f} |")
         L.append("")
     c = res.get("causal")
     if c:

@@ -36,17 +36,37 @@ control-model schedule scores, each maximised like the model's (see
 random-onset null mean, the shuffled-label and the control-model scores, and
 ``p`` the random-onset null's tail.  An item **beats chance** iff
 
-    p < alpha (0.01)   and   score - chance >= margin (0.05).
+    p < alpha (0.01)   and   excess = score - chance >= margin (0.05).
 
-**Combination.**  Per algorithm, over its items with a defined score:
-``score`` and ``chance`` are the means of the item scores and chances,
-``alignment`` the mean normalised excess ``(score_i - chance_i) / (1 -
-chance_i)``, ``beats`` the number of items beating chance.  The one-line
+**Separation.**  Items come in groups that score the same measurement
+against different candidates (:data:`GROUPS`): the best-matching BFS, DFS
+and path-merging orders of the same event times; the BFS and path-merging
+schedules; the linear and exponential onset schedules.  Beating chance is
+not enough: on graphs where the candidates' orders mostly coincide (the
+BFS construction's balanced graphs are chains with short side branches)
+every order item beats chance by a wide margin (order_bfs 0.946 vs chance
+0.603, order_path_merging 0.957 vs 0.631, order_dfs 0.977 vs 0.814), so
+those scores say "some search order" and not which.  An item **separates**
+iff its excess exceeds the excess of every defined competitor in its group
+by ``>= margin``; for order and schedule items, whose per-example scores
+are known, the per-example excess difference
+``(s_i - c_i) - (s_j - c_j)`` (``c`` the example's permutation chance) must
+also be ``> 0`` by a one-sided paired t-test at ``p < alpha``.  An item
+**counts** iff it beats chance and separates (an item alone in its group
+separates trivially); items that beat chance without separating are listed
+but do not count.
+
+**Combination.**  Per algorithm, over its counted items: ``score`` and
+``chance`` are the means of the item scores and chances, ``alignment`` the
+mean normalised excess ``(score_i - chance_i) / (1 - chance_i)``, ``beats``
+the number of counted items (``n_items``: its defined items).  The one-line
 verdict of an algorithm is ``supported`` when at least half of its defined
-items beat chance, ``partial`` when at least one does, else ``none``.  The
-model's verdict names the algorithm with the largest alignment among those
-with ``beats >= 1`` (``ambiguous`` when another such algorithm is within
-0.05 of it); when no item of any algorithm beats chance it is ``none``.
+items that are informative (all but those beating chance without
+separating) count, ``partial`` when at least one counts, else ``none``.  The model's
+verdict names the algorithm with the largest alignment among those with a
+counted item (``ambiguous`` when another is within 0.05 of it); when no item
+of any algorithm counts it is ``none`` (saying so when some items beat
+chance without separating the candidates).
 
 **Shared evidence** (reported beside the table, never counted for an
 algorithm, because every candidate is compatible with it): attention to the
@@ -62,6 +82,8 @@ import math
 
 import numpy as np
 
+from algeval.sim.analyses.common import paired_greater
+
 ALGORITHMS = {
     "BFS": {"orders": ("order_bfs", "schedule_bfs"), "probes": (), "onsets": ("linear",)},
     "DFS": {"orders": ("order_dfs",), "probes": (), "onsets": ()},
@@ -69,6 +91,9 @@ ALGORITHMS = {
                      "onsets": ("exponential",)},
     "value iteration": {"orders": (), "probes": ("value",), "onsets": ()},
 }
+#: items that score one measurement against different candidates (module docstring: separation)
+GROUPS = (("order_bfs", "order_dfs", "order_path_merging"), ("schedule_bfs", "schedule_path_merging"),
+          ("onset_linear", "onset_exponential"))
 ALPHA = 0.01
 MARGIN = 0.05
 
@@ -104,6 +129,40 @@ def probe_item(name: str, s: dict, alpha=ALPHA, margin=MARGIN) -> dict:
     return _item(name, "probes", s.get("score"), s.get("chance"), s.get("p"), alpha, margin)
 
 
+def _per_example_excess(orders: dict) -> dict:
+    """``{score name: (B,) excess over the example's permutation chance}`` when the order-matching result
+    carries per-example arrays (``per_example``, ``chance_per_example``), else ``{}``."""
+    pe, ch = orders.get("per_example"), orders.get("chance_per_example")
+    if pe is None or ch is None or not hasattr(pe, "coords") or not hasattr(ch, "coords"):
+        return {}
+    return {k: np.asarray(pe.values[i], float) - np.asarray(ch.values[ch.coords["score"].index(k)], float)
+            for i, k in enumerate(pe.coords["score"]) if k in ch.coords["score"]}
+
+
+def separation(items: dict, per_example: dict, alpha: float = ALPHA, margin: float = MARGIN) -> dict:
+    """Per item name: ``{separates, margin_min, p_max, against}`` -- its excess minus each defined competitor's in
+    its group (:data:`GROUPS`; mean over examples with a paired t-test where ``per_example`` has both, else the
+    summary excesses), the smallest difference, the largest p and the competitors compared."""
+    out = {}
+    for name, it in items.items():
+        group = next((g for g in GROUPS if name in g), ())
+        rivals = [items[j] for j in group if j != name and j in items and items[j]["defined"]]
+        diffs, ps = [], []
+        for r in rivals:
+            a, b = per_example.get(name), per_example.get(r["item"])
+            if a is not None and b is not None:
+                d, p, n = paired_greater(a, b)
+                diffs.append(d)
+                ps.append(p if n >= 2 else float("nan"))
+            else:
+                diffs.append((it["score"] - it["chance"]) - (r["score"] - r["chance"]))
+        dmin = min(diffs) if diffs else float("nan")
+        pmax = max(ps) if ps else float("nan")
+        ok = it["defined"] and (not rivals or (dmin >= margin and (not ps or (math.isfinite(pmax) and pmax < alpha))))
+        out[name] = {"separates": bool(ok), "margin_min": dmin, "p_max": pmax, "against": [r["item"] for r in rivals]}
+    return out
+
+
 def verdict(results: dict, alpha: float = ALPHA, margin: float = MARGIN) -> dict:
     """Algorithm-alignment table from analysis results (see the module docstring).
 
@@ -112,40 +171,59 @@ def verdict(results: dict, alpha: float = ALPHA, margin: float = MARGIN) -> dict
     (:func:`~algeval.sim.analyses.onsets.reach_onsets`), ``attention``
     (:func:`~algeval.sim.analyses.attention.attention_to_path`) and ``causal``
     (:func:`~algeval.sim.analyses.causal.causal_tests`); missing ones leave their items out.
-    Returns ``table`` (one row per algorithm), ``verdict`` (a line), ``best``, ``shared``.
+    Returns ``table`` (one row per algorithm; each item with ``beats``, ``separates`` and ``counts``),
+    ``verdict`` (a line), ``best``, ``shared``.
     """
-    osum = (results.get("orders") or {}).get("summary", {})
+    orders = results.get("orders") or {}
+    osum = orders.get("summary", {})
     psum = (results.get("probes") or {}).get("summary", {})
     nsum = (results.get("onsets") or {}).get("summary", {})
-    rows = []
+    per_alg, items = {}, {}
     for alg, spec in ALGORITHMS.items():
-        items = [order_item(k, osum[k], alpha, margin) for k in spec["orders"] if k in osum]
-        items += [probe_item(f"probe_{k}", psum[k], alpha, margin) for k in spec["probes"] if k in psum]
-        items += [_item(f"onset_{k}", "onsets", nsum[k].get("score"), nsum[k].get("chance"), nsum[k].get("p"),
-                        alpha, margin) for k in spec["onsets"] if k in nsum]
-        d = [i for i in items if i["defined"]]
-        n_beat = sum(i["beats"] for i in d)
-        row = {"algorithm": alg, "items": items, "n_items": len(d), "beats": n_beat,
-               "score": float(np.mean([i["score"] for i in d])) if d else float("nan"),
-               "chance": float(np.mean([i["chance"] for i in d])) if d else float("nan"),
-               "alignment": float(np.mean([i["excess"] for i in d])) if d else float("nan")}
-        row["verdict"] = ("supported" if d and n_beat * 2 >= len(d) and n_beat > 0 else
-                          "partial" if n_beat > 0 else "none")
-        row["line"] = (f"{alg}: {row['verdict']} -- score {row['score']:.3f} vs chance {row['chance']:.3f}, "
-                       f"alignment {row['alignment']:+.3f}, {n_beat}/{len(d)} items beat chance"
-                       if d else f"{alg}: none -- no evidence item could be computed")
+        its = [order_item(k, osum[k], alpha, margin) for k in spec["orders"] if k in osum]
+        its += [probe_item(f"probe_{k}", psum[k], alpha, margin) for k in spec["probes"] if k in psum]
+        its += [_item(f"onset_{k}", "onsets", nsum[k].get("score"), nsum[k].get("chance"), nsum[k].get("p"),
+                      alpha, margin) for k in spec["onsets"] if k in nsum]
+        per_alg[alg] = its
+        items.update({i["item"]: i for i in its})
+    sep = separation(items, _per_example_excess(orders), alpha, margin)
+    for i in items.values():
+        i.update(sep[i["item"]])
+        i["counts"] = bool(i["beats"] and i["separates"])
+    rows = []
+    for alg, its in per_alg.items():
+        d = [i for i in its if i["defined"]]
+        c = [i for i in d if i["counts"]]
+        loose = sum(i["beats"] and not i["separates"] for i in d)
+        row = {"algorithm": alg, "items": its, "n_items": len(d), "beats": len(c), "beats_not_separating": loose,
+               "score": float(np.mean([i["score"] for i in c])) if c else float("nan"),
+               "chance": float(np.mean([i["chance"] for i in c])) if c else float("nan"),
+               "alignment": float(np.mean([i["excess"] for i in c])) if c else float("nan")}
+        row["verdict"] = "supported" if c and len(c) * 2 >= len(d) - loose else "partial" if c else "none"
+        if c:
+            row["line"] = (f"{alg}: {row['verdict']} -- score {row['score']:.3f} vs chance {row['chance']:.3f}, "
+                           f"alignment {row['alignment']:+.3f}, {len(c)}/{len(d)} items count")
+        elif d:
+            row["line"] = (f"{alg}: none -- 0/{len(d)} items count"
+                           + (f" ({loose} beat chance without separating the candidates)" if loose else ""))
+        else:
+            row["line"] = f"{alg}: none -- no evidence item could be computed"
         rows.append(row)
     cands = [r for r in rows if r["beats"] > 0]
     if not cands:
-        line, best = "none: no algorithm's evidence beats chance", None
+        loose = sum(r["beats_not_separating"] for r in rows)
+        line, best = ("none: no algorithm's evidence beats chance" if not loose else
+                      f"none: {loose} item(s) beat chance but none separates the candidates"), None
     else:
         cands.sort(key=lambda r: -r["alignment"])
         best = cands[0]["algorithm"]
         close = [r["algorithm"] for r in cands[1:] if cands[0]["alignment"] - r["alignment"] < 0.05]
-        line = (f"{best} (alignment {cands[0]['alignment']:+.3f}, {cands[0]['beats']}/{cands[0]['n_items']} items beat chance)"
+        line = (f"{best} (alignment {cands[0]['alignment']:+.3f}, {cands[0]['beats']}/{cands[0]['n_items']} items count)"
                 if not close else f"ambiguous: {' / '.join([best] + close)} (alignments within 0.05)")
     return {"table": rows, "verdict": line, "best": best, "shared": _shared(results, alpha),
-            "rule": f"item beats chance iff p < {alpha} and score - chance >= {margin}; see algeval.sim.analyses.verdict"}
+            "rule": (f"an item counts iff it beats chance (p < {alpha}, score - chance >= {margin}) and separates "
+                     f"(excess >= every rival's in its group + {margin}, paired p < {alpha}); "
+                     "see algeval.sim.analyses.verdict")}
 
 
 def _shared(results: dict, alpha: float) -> dict:
@@ -173,16 +251,20 @@ def _fmt(x, spec=".3f") -> str:
 
 def format_table(v: dict) -> str:
     """The table as markdown."""
-    lines = ["| algorithm | verdict | score | chance | alignment | items beating chance |",
+    lines = ["| algorithm | verdict | score | chance | alignment | items counted |",
              "|---|---|---|---|---|---|"]
     for r in v["table"]:
         lines.append(f"| {r['algorithm']} | {r['verdict']} | {_fmt(r['score'])} | {_fmt(r['chance'])} | "
                      f"{_fmt(r['alignment'], '+.3f')} | {r['beats']}/{r['n_items']} |")
     lines.append("")
-    lines.append("| item | algorithm | score | chance | p | beats |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| item | algorithm | score | chance | p | beats chance | separates (min excess diff, p) | counts |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for r in v["table"]:
         for i in r["items"]:
+            sep = ("-" if not i.get("against") else
+                   f"{'yes' if i.get('separates') else 'no'} ({_fmt(i.get('margin_min'), '+.3f')}, "
+                   f"{_fmt(i.get('p_max'), '.2g')})")
             lines.append(f"| {i['item']} | {r['algorithm']} | {_fmt(i['score'])} | {_fmt(i['chance'])} | "
-                         f"{_fmt(i['p'], '.2g')} | {'yes' if i['beats'] else 'no'} |")
+                         f"{_fmt(i['p'], '.2g')} | {'yes' if i['beats'] else 'no'} | {sep} | "
+                         f"{'yes' if i.get('counts') else 'no'} |")
     return "\n".join(lines)
