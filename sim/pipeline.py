@@ -14,9 +14,11 @@
 5. **Write every figure** (:func:`algeval.figures.make.make_figures`) to ``OUT/figures``.
 
 At the default ``smoke`` scale the analysed graphs are tiny (``n = 5``, lookahead
-``<= 2``), where path merging and BFS coincide, so an "ambiguous" verdict there is
-the expected answer; ``--scale cpu`` uses the committed figures' settings (``n = 8``;
-tens of minutes on 2 cores).
+``<= 2``), where path merging and BFS reach every distance at the same layer, so
+the onset items cannot be computed and "none" is the expected verdict for all three
+models there: it means *undecided*, not *neither*.  ``--scale cpu`` uses the
+committed figures' settings (``n = 8``; tens of minutes on 2 cores); the planted
+algorithms are told apart on ``n = 12`` graphs (``results/validation/README.md``).
 """
 
 from __future__ import annotations
