@@ -191,8 +191,14 @@ class Transformer(nnx.Module):
                 self.b_U = _zeros((cfg.vocab_size,), pd)
 
     # -- the forward pass --------------------------------------------------------
-    def forward(self, tokens, ctx: HookContext, prefix_end=None, loop_iterations: int | None = None):
-        """Logits for ``tokens (batch, pos)``; ``ctx`` applies patches and records the cache."""
+    def forward(self, tokens, ctx: HookContext, prefix_end=None, loop_iterations: int | None = None, *,
+                start: int = 0, resid=None):
+        """Logits for ``tokens (batch, pos)``; ``ctx`` applies patches and records the cache.
+
+        With ``start > 0`` the pass resumes at unrolled layer ``start`` from ``resid``, that layer's
+        ``hook_resid_pre`` (e.g. cached from an earlier run of the same tokens): the embedding and
+        layers ``< start`` are not computed, and their hooks never fire.
+        """
         cfg = self.cfg
         dt = _DT[cfg.dtype]
         b, t = tokens.shape
@@ -200,15 +206,21 @@ class Transformer(nnx.Module):
             raise ParameterError("prefix_end", None, "attention 'prefix-full' needs prefix_end (one per example)")
         mask = attention_mask(cfg.attention, tokens, prefix_end, cfg.pad_token_id)
         positions = jnp.arange(t)
-        x = ctx("hook_embed", self.W_E[...].astype(dt)[tokens])
-        if cfg.positions == "learned":
-            x = x + ctx("hook_pos_embed", jnp.broadcast_to(self.W_pos[...].astype(dt)[:t], x.shape))
-        elif cfg.positions == "onehot":
-            pos = jax.nn.one_hot(positions, cfg.max_len, dtype=dt)
-            pos = jnp.pad(pos, ((0, 0), (cfg.d_model - cfg.max_len, 0)))
-            x = x + ctx("hook_pos_embed", jnp.broadcast_to(pos, x.shape))
+        if start:
+            if resid is None:
+                raise ParameterError("resid", None, f"resuming at layer start={start} needs its hook_resid_pre")
+            x = resid.astype(dt)
+        else:
+            x = ctx("hook_embed", self.W_E[...].astype(dt)[tokens])
+            if cfg.positions == "learned":
+                x = x + ctx("hook_pos_embed", jnp.broadcast_to(self.W_pos[...].astype(dt)[:t], x.shape))
+            elif cfg.positions == "onehot":
+                pos = jax.nn.one_hot(positions, cfg.max_len, dtype=dt)
+                pos = jnp.pad(pos, ((0, 0), (cfg.d_model - cfg.max_len, 0)))
+                x = x + ctx("hook_pos_embed", jnp.broadcast_to(pos, x.shape))
         for l, blk in enumerate(cfg.schedule(loop_iterations)):
-            x = self.blocks[blk](x, ctx, l, mask, positions)
+            if l >= start:
+                x = self.blocks[blk](x, ctx, l, mask, positions)
         if cfg.norm != "none":
             x = ctx("ln_final.hook_normalized", self.ln_final(x))
         W_U = self.W_E[...].T if cfg.tied_unembed else self.W_U[...]
@@ -225,12 +237,15 @@ class Transformer(nnx.Module):
         from algeval.models.hooks import hook_names
         return hook_names(self.cfg, loop_iterations)
 
-    def functional(self, names_filter=(), loop_iterations: int | None = None):
+    def functional(self, names_filter=(), loop_iterations: int | None = None, start: int = 0):
         """``(fn, state)`` with ``fn(state, tokens, patches=None, prefix_end=None) -> (logits, cache)``.
 
         ``fn`` is pure and un-jitted: wrap it in ``jax.jit`` / ``jax.vmap`` /
         ``jax.grad`` as needed.  ``names_filter`` picks the cached hooks
-        (``()`` caches nothing; ``None`` caches everything).
+        (``()`` caches nothing; ``None`` caches everything).  With ``start > 0``
+        the signature is ``fn(state, tokens, patches, prefix_end, resid)``: the
+        pass resumes at unrolled layer ``start`` from ``resid``, that layer's
+        ``hook_resid_pre`` (see :meth:`forward`).
         """
         from algeval.models.hooks import check_patches, resolve_names
 
@@ -238,12 +253,16 @@ class Transformer(nnx.Module):
         graphdef, state = nnx.split(self)
         cfg = self.cfg
 
-        def fn(state, tokens, patches=None, prefix_end=None):
+        n = cfg.n_unrolled(loop_iterations)
+        if not 0 <= start < n:
+            raise ParameterError("start", start, f"must be a layer index in 0..{n - 1}")
+
+        def fn(state, tokens, patches=None, prefix_end=None, resid=None):
             if patches:
                 check_patches(cfg, patches, loop_iterations)
             model = nnx.merge(graphdef, state)
             ctx = HookContext(names, patches)
-            logits = model.forward(tokens, ctx, prefix_end, loop_iterations)
+            logits = model.forward(tokens, ctx, prefix_end, loop_iterations, start=start, resid=resid)
             return logits, ctx.cache
 
         return fn, state

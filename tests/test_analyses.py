@@ -495,6 +495,10 @@ def test_patching_sweep_equals_one_at_a_time():
                 np.testing.assert_allclose(ld - ld_x, eff[:, l, t, h], atol=2e-5)
                 checked += 1
     assert checked == 2 * 10 * 2 and np.abs(eff).max() > 1e-3  # something moved
+    # resuming each patched pass at its layer (the default) equals running it from the embedding
+    full = activation_patching(m, c, x, resume=False)
+    np.testing.assert_allclose(full["effect"].values, eff, atol=2e-5)
+    assert full["n_runs"] == res["n_runs"] > 0
 
 
 def test_attribution_patching_tracks_activation_patching():
@@ -503,8 +507,12 @@ def test_attribution_patching_tracks_activation_patching():
     clean, corrupt, _ = corrupted_pairs(batch)
     c, x = clean[:6], corrupt[:6]
     act = activation_patching(m, c, x)["effect"].values
-    att = attribution_patching(m, c, x)["attribution"].values
+    ap = attribution_patching(m, c, x)
+    att = ap["attribution"].values
     assert np.corrcoef(act.ravel(), att.ravel())[0, 1] > 0.5
+    # the logit differences it returns are the plain runs' (same passes)
+    for got, want in zip((ap["ld_clean"].values, ap["ld_corrupt"].values), logit_diffs(m, c, x)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
     # exact where the model is linear in z: last layer, no final norm, no MLP
     lin = small_model(task, seed=4, norm="none", mlp="none", d_mlp=0)
     act = activation_patching(lin, c, x)["effect"].values
@@ -527,8 +535,10 @@ def test_head_ablation_zero_all_equals_model_without_attention_output():
     loss = -np.log(np.array([np.exp(lp[i, a[a >= 0]]).sum() for i, a in enumerate(ans)]))
     assert r["loss"] == pytest.approx(float(loss.mean()), rel=1e-4)
     sw = head_ablation_sweep(m, batch, mode="mean")["effects"]
-    one = ablate_heads(m, batch, [(1, 0)], mode="mean")
-    assert sw.sel(layer=1, metric="loss").values[0] == pytest.approx(one["loss"], rel=1e-5)
+    for l, h in ((0, 1), (1, 0)):  # layer 0: full pass; layer 1: resumed from the cached resid_pre
+        one = ablate_heads(m, batch, [(l, h)], mode="mean")
+        assert sw.sel(layer=l, metric="loss").values[h] == pytest.approx(one["loss"], rel=1e-5)
+        assert sw.sel(layer=l, metric="accuracy").values[h] == pytest.approx(one["accuracy"], abs=1e-6)
     with pytest.raises(ParameterError):
         ablate_heads(m, batch, [(5, 0)])
 

@@ -178,6 +178,25 @@ def test_grouped_query_attention_equals_repeated_kv_heads():
     assert c["blocks.0.attn.hook_k"].shape == (3, 9, 2, 4)
 
 
+def test_resuming_at_a_layer_from_its_resid_pre_equals_the_full_pass():
+    cfg = TransformerConfig(**{**BASE, "n_layers": 3}, loop_start=1, loop_length=1, loop_iterations=2)
+    m = Transformer(cfg, seed=4)
+    x = jnp.asarray(toks())
+    full, cache = m.run_with_cache(x, names_filter=["blocks.*.hook_resid_pre", "blocks.*.attn.hook_z"])
+    for start in (1, 2, 3):
+        fn, state = m.functional("blocks.*.attn.hook_z", start=start)
+        logits, c = jax.jit(fn)(state, x, None, None, cache[f"blocks.{start}.hook_resid_pre"])
+        np.testing.assert_allclose(logits, full, atol=1e-5)
+        # hooks of the skipped layers never fire; later ones match the full pass
+        assert sorted(c) == [f"blocks.{l}.attn.hook_z" for l in range(start, 4)]
+        np.testing.assert_allclose(c["blocks.3.attn.hook_z"], cache["blocks.3.attn.hook_z"], atol=1e-5)
+    fn, state = m.functional((), start=2)
+    with pytest.raises(ParameterError, match="resid"):
+        fn(state, x)
+    with pytest.raises(ParameterError, match="start"):
+        m.functional((), start=4)
+
+
 def test_looped_model_equals_unrolled_copy_and_names_each_iteration():
     cfg = TransformerConfig(**{**BASE, "n_layers": 3}, loop_start=1, loop_length=1, loop_iterations=2)
     assert cfg.schedule() == (0, 1, 1, 2) and cfg.schedule(4) == (0, 1, 1, 1, 1, 2)

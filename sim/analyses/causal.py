@@ -152,17 +152,21 @@ def logit_diffs(model, clean, corrupt) -> tuple[np.ndarray, np.ndarray]:
 
 # --- activation patching ------------------------------------------------------------------------
 
-def activation_patching(model, clean, corrupt, *, chunk: int = 128, positions=None) -> dict:
+def activation_patching(model, clean, corrupt, *, chunk: int = 128, positions=None, resume: bool = True) -> dict:
     """Effect of patching clean ``hook_z`` into the corrupted run, per (pair, layer, pos, head).
 
     Every configuration ``(pair, layer, pos, head)`` whose clean and corrupted ``hook_z``
-    differ is one element of a single jitted ``lax.map`` over ``jax.vmap``-ed chunks (each
-    element a forward of that pair's corrupted tokens with the layer-stacked patch
-    ``blocks.*.attn.hook_z``, mask one-hot at (layer, pos, head)).  Where the two
-    activations are identical (e.g. positions before the rewired edge under causal
+    differ is one forward of that pair's corrupted tokens with ``blocks.{layer}.attn.hook_z``
+    replaced at ``(pos, head)``.  Layers before ``layer`` are the corrupted run's, so each
+    forward resumes at ``layer`` from the cached corrupted ``hook_resid_pre``
+    (:meth:`~algeval.models.transformer.Transformer.functional` with ``start``): on average
+    about half the layers are run.  Per layer, all its configurations are one jitted call
+    (``jax.vmap`` over configurations, ``jax.lax.map`` over chunks of ``chunk``).  Where the
+    two activations are identical (e.g. positions before the rewired edge under causal
     attention) patching changes nothing, so the effect is exactly 0 and is not run.
 
-    ``positions``: the positions swept (default all).  Returns ``effect`` (Named: pair, layer,
+    ``positions``: the positions swept (default all).  ``resume=False`` runs every forward from the
+    embedding instead (the same numbers, for benchmarks and tests).  Returns ``effect`` (Named: pair, layer,
     pos, head) = ``LD(patched) - LD(corrupt)``, ``ld_clean``, ``ld_corrupt`` (Named: pair),
     ``normalized`` (Named: layer, pos, head) = mean effect / mean(LD_clean - LD_corrupt), and
     ``n_runs`` (forward passes made).
@@ -172,45 +176,53 @@ def activation_patching(model, clean, corrupt, *, chunk: int = 128, positions=No
     P, T = clean.tokens.shape
     pos = np.arange(T) if positions is None else np.asarray(positions, np.int64)
     fn_c, state = model.functional(f"blocks.*.{SITE}")
-    fn, _ = model.functional(())
     pe_c, pe_x = _prefix(clean), _prefix(corrupt)
-    run_c = jax.jit(fn_c)
-    zc = _stack(run_c(state, jnp.asarray(clean.tokens), None, pe_c)[1], L)  # (L, P, T, H, E)
-    zx = _stack(run_c(state, jnp.asarray(corrupt.tokens), None, pe_x)[1], L)
+    zc = _stack(jax.jit(fn_c)(state, jnp.asarray(clean.tokens), None, pe_c)[1], L)  # (L, P, T, H, E)
+    fn_x, _ = model.functional([f"blocks.*.{SITE}", "blocks.*.hook_resid_pre"])
+    _, cx = jax.jit(fn_x)(state, jnp.asarray(corrupt.tokens), None, pe_x)
+    zx = _stack(cx, L)
     ld_clean, ld_corr = logit_diffs(model, clean, corrupt)
     differs = np.array(jnp.any(zc != zx, axis=-1))  # (L, P, T, H)
     sel = np.zeros(T, bool)
     sel[pos] = True
     differs &= sel[None, None, :, None]
-    ll, pp, tt, hh = np.nonzero(differs)
-    N = len(pp)
     eff = np.zeros((P, L, T, H))
-    if N:
-        q = jnp.asarray(decision_positions(clean))
-        a1, a2 = jnp.asarray(_first_answer(clean)), jnp.asarray(_first_answer(corrupt))
-        toks = jnp.asarray(corrupt.tokens)
-        zcp = jnp.moveaxis(zc, 1, 0)  # (P, L, T, H, E)
+    q = jnp.asarray(decision_positions(clean))
+    a1, a2 = jnp.asarray(_first_answer(clean)), jnp.asarray(_first_answer(corrupt))
+    toks = jnp.asarray(corrupt.tokens)
+    n_runs = 0
+    for l in range(L):
+        pp, tt, hh = np.nonzero(differs[l])
+        N = len(pp)
+        if not N:
+            continue
+        n_runs += N
+        start = l if resume else 0
+        fn, _ = model.functional((), start=start)
+        site = f"blocks.{l}.{SITE}"
+        zl = zc[l]                                                           # (P, T, H, E)
+        resid = None if start == 0 else cx[f"blocks.{l}.hook_resid_pre"]    # (P, T, d_model)
 
-        def one(state, e, toks, zcp, q, a1, a2, pe):
-            p, l, t, h = e[0], e[1], e[2], e[3]
-            mask = ((jnp.arange(L) == l)[:, None, None, None, None]
-                    & (jnp.arange(T) == t)[None, None, :, None, None]
-                    & (jnp.arange(H) == h)[None, None, None, :, None])
+        def one(state, e, toks, zl, resid, q, a1, a2, pe, fn=fn, site=site, l=start):
+            p, t, h = e[0], e[1], e[2]
+            mask = (jnp.arange(T) == t)[None, :, None, None] & (jnp.arange(H) == h)[None, None, :, None]
             tk = jax.lax.dynamic_slice_in_dim(toks, p, 1, 0)
             pre = None if pe is None else jax.lax.dynamic_slice_in_dim(pe, p, 1, 0)
-            logits, _ = fn(state, tk, {f"blocks.*.{SITE}": Patch(mask, zcp[p][:, None])}, pre)
+            r = None if l == 0 else jax.lax.dynamic_slice_in_dim(resid, p, 1, 0)
+            z = jax.lax.dynamic_slice_in_dim(zl, p, 1, 0)
+            logits, _ = fn(state, tk, {site: Patch(mask, z)}, pre, r)
             return _ld(logits, q[p][None], a1[p][None], a2[p][None])[0]
 
         @jax.jit
-        def sweep(state, entries, *args):
+        def sweep(state, entries, *args, one=one):
             return jax.lax.map(jax.vmap(lambda e: one(state, e, *args)), entries)
 
-        chunk = max(1, min(chunk, N))
-        n_chunks = -(-N // chunk)
-        ent = np.stack([pp, ll, tt, hh], 1)
-        ent = np.concatenate([ent, np.repeat(ent[-1:], n_chunks * chunk - N, 0)]).reshape(n_chunks, chunk, 4)
-        ld = np.asarray(sweep(state, jnp.asarray(ent, jnp.int32), toks, zcp, q, a1, a2, pe_x)).reshape(-1)[:N]
-        eff[pp, ll, tt, hh] = ld - ld_corr[pp]
+        c = max(1, min(chunk, N))
+        n_chunks = -(-N // c)
+        ent = np.stack([pp, tt, hh], 1)
+        ent = np.concatenate([ent, np.repeat(ent[-1:], n_chunks * c - N, 0)]).reshape(n_chunks, c, 3)
+        ld = np.asarray(sweep(state, jnp.asarray(ent, jnp.int32), toks, zl, resid, q, a1, a2, pe_x)).reshape(-1)[:N]
+        eff[pp, l, tt, hh] = ld - ld_corr[pp]
     eff = eff[:, :, pos]
     denom = float(np.mean(ld_clean - ld_corr))
     coords = {"layer": list(range(L)), "pos": pos.tolist()}
@@ -218,11 +230,12 @@ def activation_patching(model, clean, corrupt, *, chunk: int = 128, positions=No
             "ld_clean": Named(ld_clean, ("pair",)), "ld_corrupt": Named(ld_corr, ("pair",)),
             "normalized": Named(eff.mean(0) / denom if denom != 0 else np.full(eff.shape[1:], np.nan),
                                 ("layer", "pos", "head"), coords),
-            "n_runs": int(N)}
+            "n_runs": int(n_runs)}
 
 
 def attribution_patching(model, clean, corrupt, *, chunk: int = 256) -> dict:
-    """First-order estimate of :func:`activation_patching`'s effect, per (pair, layer, pos, head)."""
+    """First-order estimate of :func:`activation_patching`'s effect, per (pair, layer, pos, head), and the
+    logit differences of both runs (``ld_clean``, ``ld_corrupt``: Named pair), from the same passes."""
     cfg = model.cfg
     L = cfg.n_unrolled()
     P, T = clean.tokens.shape
@@ -232,27 +245,29 @@ def attribution_patching(model, clean, corrupt, *, chunk: int = 256) -> dict:
 
     @jax.jit
     def one(state, tc, tx, q, a1, a2, pe_c, pe_x):
-        _, cc = fn_c(state, tc, None, pe_c)
+        lc, cc = fn_c(state, tc, None, pe_c)
         zc = _stack(cc, L)
 
         def total(delta):
             logits, cx = fn_c(state, tx, {f"blocks.*.{SITE}": Patch(jnp.ones((L, 1, 1, 1, 1), bool), delta, "add")}, pe_x)
-            return _ld(logits, q, a1, a2).sum(), _stack(cx, L)
+            ld = _ld(logits, q, a1, a2)
+            return ld.sum(), (_stack(cx, L), ld)
 
-        g, zx = jax.grad(total, has_aux=True)(jnp.zeros_like(zc))
-        return jnp.einsum("lbthe,lbthe->blth", g, zc - zx)
+        g, (zx, ld_x) = jax.grad(total, has_aux=True)(jnp.zeros_like(zc))
+        return jnp.einsum("lbthe,lbthe->blth", g, zc - zx), _ld(lc, q, a1, a2), ld_x
 
     outs = []
     pc, px = clean.meta.get("prefix_end"), corrupt.meta.get("prefix_end")
     for s in range(0, P, chunk):
         sl = slice(s, min(s + chunk, P))
-        outs.append(np.asarray(one(state, jnp.asarray(clean.tokens[sl]), jnp.asarray(corrupt.tokens[sl]),
-                                   jnp.asarray(q_all[sl]), jnp.asarray(a1_all[sl]), jnp.asarray(a2_all[sl]),
-                                   None if pc is None else jnp.asarray(pc[sl]),
-                                   None if px is None else jnp.asarray(px[sl]))))
-    attr = np.concatenate(outs)
+        outs.append([np.asarray(o) for o in one(
+            state, jnp.asarray(clean.tokens[sl]), jnp.asarray(corrupt.tokens[sl]), jnp.asarray(q_all[sl]),
+            jnp.asarray(a1_all[sl]), jnp.asarray(a2_all[sl]), None if pc is None else jnp.asarray(pc[sl]),
+            None if px is None else jnp.asarray(px[sl]))])
+    attr, ld_c, ld_x = (np.concatenate(o) for o in zip(*outs))
     return {"attribution": Named(attr, ("pair", "layer", "pos", "head"),
-                                 {"layer": list(range(L)), "pos": list(range(T))})}
+                                 {"layer": list(range(L)), "pos": list(range(T))}),
+            "ld_clean": Named(ld_c, ("pair",)), "ld_corrupt": Named(ld_x, ("pair",))}
 
 
 # --- ablation -------------------------------------------------------------------------------
@@ -273,18 +288,26 @@ def _decision_metrics(logits, q, ans):
     return acc.mean(), loss.mean()
 
 
-def _ablation_value(model, batch, mode: str):
+def _ablation_value(model, batch, mode: str, with_resid: bool = False):
+    """``(L, 1, 1, H, E)`` replacement for ``hook_z``: zeros, or the mean over the batch's non-pad positions;
+    with ``with_resid`` also ``{layer: hook_resid_pre (B, T, d_model)}`` of the same (clean) pass."""
     cfg = model.cfg
     L, H, E = cfg.n_unrolled(), cfg.n_heads, cfg.d_head
-    if mode == "zero":
-        return jnp.zeros((L, 1, 1, H, E))
-    if mode != "mean":
+    if mode not in ("zero", "mean"):
         raise ParameterError("mode", mode, "must be 'zero' or 'mean'")
-    fn, state = model.functional(f"blocks.*.{SITE}")
-    _, cache = jax.jit(fn)(state, jnp.asarray(batch.tokens), None, _prefix(batch))
-    z = _stack(cache, L)  # (L, B, T, H, E)
-    w = jnp.asarray(np.asarray(batch.tokens) != 0, jnp.float32)[None, :, :, None, None]
-    return ((z * w).sum((1, 2)) / w.sum((1, 2)))[:, None, None]
+    names = ([f"blocks.*.{SITE}"] if mode == "mean" else []) + (["blocks.*.hook_resid_pre"] if with_resid else [])
+    cache = {}
+    if names:
+        fn, state = model.functional(names)
+        _, cache = jax.jit(fn)(state, jnp.asarray(batch.tokens), None, _prefix(batch))
+    resid = {l: cache[f"blocks.{l}.hook_resid_pre"] for l in range(L)} if with_resid else None
+    if mode == "zero":
+        val = jnp.zeros((L, 1, 1, H, E))
+    else:
+        z = _stack(cache, L)  # (L, B, T, H, E)
+        w = jnp.asarray(np.asarray(batch.tokens) != 0, jnp.float32)[None, :, :, None, None]
+        val = ((z * w).sum((1, 2)) / w.sum((1, 2)))[:, None, None]
+    return (val, resid) if with_resid else val
 
 
 def ablate_heads(model, batch, heads, mode: str = "zero") -> dict:
@@ -306,30 +329,33 @@ def ablate_heads(model, batch, heads, mode: str = "zero") -> dict:
             "heads": [list(map(int, x)) for x in heads], "mode": mode}
 
 
-def head_ablation_sweep(model, batch, mode: str = "mean", chunk: int = 8) -> dict:
-    """Ablate each head alone (one vmapped call): Named (layer, head, metric) of accuracy/loss changes."""
+def head_ablation_sweep(model, batch, mode: str = "mean") -> dict:
+    """Ablate each head alone: Named (layer, head, metric) of accuracy/loss changes.
+
+    A head of layer ``l`` is ablated by resuming the clean pass at ``l`` from its cached
+    ``hook_resid_pre`` with ``blocks.{l}.attn.hook_z`` replaced for that head; per layer,
+    all heads are one vmapped call."""
     cfg = model.cfg
     L, H = cfg.n_unrolled(), cfg.n_heads
-    fn, state = model.functional(())
-    val = _ablation_value(model, batch, mode)
+    val, resid = _ablation_value(model, batch, mode, with_resid=True)
+    fn0, state = model.functional(())
     toks, pe = jnp.asarray(batch.tokens), _prefix(batch)
     q, ans = _decision_targets(batch)
-    a0, l0 = _decision_metrics(jax.jit(fn)(state, toks, None, pe)[0], q, ans)
-    K = L * H
-    chunk = max(1, min(chunk, K))
-    n_chunks = -(-K // chunk)
+    a0, l0 = _decision_metrics(jax.jit(fn0)(state, toks, None, pe)[0], q, ans)
+    r = np.zeros((L, H, 2))
+    for l in range(L):
+        fn, _ = model.functional((), start=l)
+        site = f"blocks.{l}.{SITE}"
 
-    def one(state, k, toks, val, q, ans, pe):
-        mask = ((jnp.arange(L) == k // H)[:, None, None, None, None] & (jnp.arange(H) == k % H)[None, None, None, :, None])
-        logits, _ = fn(state, toks, {f"blocks.*.{SITE}": Patch(mask, val)}, pe)
-        return jnp.stack(_decision_metrics(logits, q, ans))
+        @jax.jit
+        def per_layer(state, toks, v, q, ans, pe, x, fn=fn, site=site):
+            def one(h):
+                mask = (jnp.arange(H) == h)[None, None, :, None]
+                logits, _ = fn(state, toks, {site: Patch(mask, v)}, pe, x)
+                return jnp.stack(_decision_metrics(logits, q, ans))
+            return jax.vmap(one)(jnp.arange(H))
 
-    @jax.jit
-    def sweep(state, idx, *args):
-        return jax.lax.map(jax.vmap(lambda k: one(state, k, *args)), idx)
-
-    idx = jnp.minimum(jnp.arange(n_chunks * chunk), K - 1).reshape(n_chunks, chunk)
-    r = np.asarray(sweep(state, idx, toks, val, q, ans, pe)).reshape(-1, 2)[:K].reshape(L, H, 2)
+        r[l] = np.asarray(per_layer(state, toks, val[l], q, ans, pe, None if l == 0 else resid[l]))
     vals = np.stack([r[..., 0], r[..., 1], r[..., 0] - float(a0), r[..., 1] - float(l0)], -1)
     return {"effects": Named(vals, ("layer", "head", "metric"),
                              {"layer": list(range(L)), "metric": ["accuracy", "loss", "delta_accuracy", "delta_loss"]}),
@@ -354,7 +380,7 @@ def causal_tests(model, batch, *, n_exact: int = 50, n_attr: int | None = None, 
     e = act["effect"].values
     ok = np.isfinite(a) & np.isfinite(e)
     r = float(np.corrcoef(a[ok], e[ok])[0, 1]) if ok.sum() > 2 and a[ok].std() > 0 and e[ok].std() > 0 else float("nan")
-    ld_c, ld_x = logit_diffs(model, clean[:n_attr], corrupt[:n_attr])
+    ld_c, ld_x = attr["ld_clean"].values, attr["ld_corrupt"].values
     sweep = head_ablation_sweep(model, batch[: min(n_ablation, len(batch))], ablation_mode)
     out = {"n_pairs": int(len(idx)), "n_exact": int(ne), "n_attribution": int(n_attr),
            "pair_index": idx, "activation": act, "attribution": attr,
