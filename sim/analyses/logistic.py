@@ -130,6 +130,31 @@ def _np_loop(n, body, init):
     return x
 
 
+def _np_loop_fixed(n, body, init):
+    """At most ``n`` steps of ``body``, stopping at a fixed point of its first component (the rest are then
+    no-ops too, so the result is that of all ``n`` steps)."""
+    x = init
+    for i in range(n):
+        y = body(i, x)
+        if np.array_equal(y[0], x[0]):
+            return y
+        x = y
+    return x
+
+
+def _jax_loop_fixed(n, body, init):
+    def cond(c):
+        i, x, moved = c
+        return (i < n) & moved
+
+    def step(c):
+        i, x, _ = c
+        y = body(i, x)
+        return i + 1, y, jnp.any(y[0] != x[0])
+
+    return jax.lax.while_loop(cond, step, (0, init, jnp.asarray(True)))[1]
+
+
 def _np_solve(H, g):
     return np.linalg.solve(H, g[..., None])[..., 0]
 
@@ -143,7 +168,7 @@ def _jax_loop(n, body, init):
 
 
 _fista_jit = jax.jit(partial(_fista_math, jnp, _jax_loop), static_argnames=("steps",))
-_newton_jit = jax.jit(partial(_newton_math, jnp, _jax_loop, _jax_solve), static_argnames=("iters",))
+_newton_jit = jax.jit(partial(_newton_math, jnp, _jax_loop_fixed, _jax_solve), static_argnames=("iters",))
 
 
 def _bucket(n: int, b: int) -> int:
@@ -193,7 +218,7 @@ def newton(X, T, W, l2, iters: int = 15) -> np.ndarray:
     T, W = np.asarray(T, np.float32), np.asarray(W, np.float32)
     l2 = np.broadcast_to(np.asarray(l2, np.float32), (K, F))
     if _small(K, R, m, F):
-        return _newton_math(np, _np_loop, _np_solve, X, T, W, l2, iters)
+        return _newton_math(np, _np_loop_fixed, _np_solve, X, T, W, l2, iters)
     Rb, mb, Fb = _bucket(R, ROW_BUCKET), next(b for b in (1, 4, 16, 64, _bucket(m, 64)) if b >= m), _bucket(F, 8)
     Xp = np.zeros((K, Rb, mb), np.float32)
     Xp[:, :R, :m] = X
