@@ -59,8 +59,6 @@ rows, and on a random-weights control model.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -287,25 +285,15 @@ def reach_onsets(model, batch, *, acts: Acts | None = None, info: GraphInfo | No
     bands = np.arange(1, dmax + 1)
     bins = [(int(d),) for d in bands]
     acc, se, sh, sh_se, ctl, ctl_se, meta = {}, {}, {}, {}, {}, {}, {}
-    jobs = {}
-    # the model's, the shuffled-label and the control probes of every family are independent: threads
-    # overlap numpy's single-threaded parts with XLA's (each job's result is the same as run alone)
-    with ThreadPoolExecutor(max_workers=max(1, min(3, os.cpu_count() or 1))) as pool:
-        for j, f in enumerate(fams):
-            R, dist, M, ex = _rows(f, acts, info, features == "pair")
-            cap = NODE_ROWS if f.startswith("node") else None
-            jobs[f, "model"] = pool.submit(band_accuracy, R, dist, M, ex, part_ex, bins, max_rows=cap, seed=seed)
-            jobs[f, "shuffled"] = pool.submit(band_accuracy, R, dist, M, ex, part_ex, bins,
-                                              shuffle_seed=seed + 7919 * (j + 1), max_rows=cap, seed=seed)
-            if control is not None:
-                Rc = _rows(f, control, info, features == "pair")[0]
-                jobs[f, "control"] = pool.submit(band_accuracy, Rc, dist, M, ex, part_ex, bins, max_rows=cap,
-                                                 seed=seed)
-    for f in fams:
-        acc[f], se[f], meta[f] = jobs[f, "model"].result()
-        sh[f], sh_se[f], _ = jobs[f, "shuffled"].result()
+    for j, f in enumerate(fams):
+        R, dist, M, ex = _rows(f, acts, info, features == "pair")
+        cap = NODE_ROWS if f.startswith("node") else None
+        acc[f], se[f], meta[f] = band_accuracy(R, dist, M, ex, part_ex, bins, max_rows=cap, seed=seed)
+        sh[f], sh_se[f], _ = band_accuracy(R, dist, M, ex, part_ex, bins, shuffle_seed=seed + 7919 * (j + 1),
+                                           max_rows=cap, seed=seed)
         if control is not None:
-            ctl[f], ctl_se[f], _ = jobs[f, "control"].result()
+            Rc = _rows(f, control, info, features == "pair")[0]
+            ctl[f], ctl_se[f], _ = band_accuracy(Rc, dist, M, ex, part_ex, bins, max_rows=cap, seed=seed)
 
     def onsets_of(A, S):
         on, st, ok = {}, {}, {}
