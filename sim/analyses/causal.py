@@ -177,18 +177,19 @@ def activation_patching(model, clean, corrupt, *, chunk: int = 128, positions=No
     pos = np.arange(T) if positions is None else np.asarray(positions, np.int64)
     fn_c, state = model.functional(f"blocks.*.{SITE}")
     pe_c, pe_x = _prefix(clean), _prefix(corrupt)
-    zc = _stack(jax.jit(fn_c)(state, jnp.asarray(clean.tokens), None, pe_c)[1], L)  # (L, P, T, H, E)
+    q = jnp.asarray(decision_positions(clean))
+    a1, a2 = jnp.asarray(_first_answer(clean)), jnp.asarray(_first_answer(corrupt))
+    lc, cc = jax.jit(fn_c)(state, jnp.asarray(clean.tokens), None, pe_c)
+    zc = _stack(cc, L)  # (L, P, T, H, E)
     fn_x, _ = model.functional([f"blocks.*.{SITE}", "blocks.*.hook_resid_pre"])
-    _, cx = jax.jit(fn_x)(state, jnp.asarray(corrupt.tokens), None, pe_x)
+    lx, cx = jax.jit(fn_x)(state, jnp.asarray(corrupt.tokens), None, pe_x)
     zx = _stack(cx, L)
-    ld_clean, ld_corr = logit_diffs(model, clean, corrupt)
+    ld_clean, ld_corr = np.asarray(_ld(lc, q, a1, a2)), np.asarray(_ld(lx, q, a1, a2))
     differs = np.array(jnp.any(zc != zx, axis=-1))  # (L, P, T, H)
     sel = np.zeros(T, bool)
     sel[pos] = True
     differs &= sel[None, None, :, None]
     eff = np.zeros((P, L, T, H))
-    q = jnp.asarray(decision_positions(clean))
-    a1, a2 = jnp.asarray(_first_answer(clean)), jnp.asarray(_first_answer(corrupt))
     toks = jnp.asarray(corrupt.tokens)
     n_runs = 0
     for l in range(L):
@@ -288,26 +289,24 @@ def _decision_metrics(logits, q, ans):
     return acc.mean(), loss.mean()
 
 
-def _ablation_value(model, batch, mode: str, with_resid: bool = False):
-    """``(L, 1, 1, H, E)`` replacement for ``hook_z``: zeros, or the mean over the batch's non-pad positions;
-    with ``with_resid`` also ``{layer: hook_resid_pre (B, T, d_model)}`` of the same (clean) pass."""
+def _clean_pass(model, batch, mode: str, resid: bool = False):
+    """One clean pass: ``(value, logits, resid_pre)``.  ``value (L, 1, 1, H, E)`` replaces ``hook_z`` when
+    ablating: zeros, or its mean over the batch's non-pad positions; ``resid_pre`` is ``{layer:
+    hook_resid_pre (B, T, d_model)}`` with ``resid``, else ``None``."""
     cfg = model.cfg
     L, H, E = cfg.n_unrolled(), cfg.n_heads, cfg.d_head
     if mode not in ("zero", "mean"):
         raise ParameterError("mode", mode, "must be 'zero' or 'mean'")
-    names = ([f"blocks.*.{SITE}"] if mode == "mean" else []) + (["blocks.*.hook_resid_pre"] if with_resid else [])
-    cache = {}
-    if names:
-        fn, state = model.functional(names)
-        _, cache = jax.jit(fn)(state, jnp.asarray(batch.tokens), None, _prefix(batch))
-    resid = {l: cache[f"blocks.{l}.hook_resid_pre"] for l in range(L)} if with_resid else None
+    names = ([f"blocks.*.{SITE}"] if mode == "mean" else []) + (["blocks.*.hook_resid_pre"] if resid else [])
+    fn, state = model.functional(names or ())
+    logits, cache = jax.jit(fn)(state, jnp.asarray(batch.tokens), None, _prefix(batch))
     if mode == "zero":
         val = jnp.zeros((L, 1, 1, H, E))
     else:
         z = _stack(cache, L)  # (L, B, T, H, E)
         w = jnp.asarray(np.asarray(batch.tokens) != 0, jnp.float32)[None, :, :, None, None]
         val = ((z * w).sum((1, 2)) / w.sum((1, 2)))[:, None, None]
-    return (val, resid) if with_resid else val
+    return val, logits, ({l: cache[f"blocks.{l}.hook_resid_pre"] for l in range(L)} if resid else None)
 
 
 def ablate_heads(model, batch, heads, mode: str = "zero") -> dict:
@@ -320,10 +319,10 @@ def ablate_heads(model, batch, heads, mode: str = "zero") -> dict:
             raise ParameterError("heads", (l, h), f"layer must be < {L} and head < {H}")
         m[l, 0, 0, h, 0] = True
     fn, state = model.functional(())
-    val = _ablation_value(model, batch, mode)
+    val, logits0, _ = _clean_pass(model, batch, mode)
     toks, pe = jnp.asarray(batch.tokens), _prefix(batch)
     qa = _decision_targets(batch)
-    a0, l0 = _decision_metrics(jax.jit(fn)(state, toks, None, pe)[0], *qa)
+    a0, l0 = _decision_metrics(logits0, *qa)
     a1, l1 = _decision_metrics(jax.jit(fn)(state, toks, {f"blocks.*.{SITE}": Patch(jnp.asarray(m), val)}, pe)[0], *qa)
     return {"accuracy": float(a1), "loss": float(l1), "accuracy_clean": float(a0), "loss_clean": float(l0),
             "heads": [list(map(int, x)) for x in heads], "mode": mode}
@@ -337,11 +336,11 @@ def head_ablation_sweep(model, batch, mode: str = "mean") -> dict:
     all heads are one vmapped call."""
     cfg = model.cfg
     L, H = cfg.n_unrolled(), cfg.n_heads
-    val, resid = _ablation_value(model, batch, mode, with_resid=True)
-    fn0, state = model.functional(())
+    val, logits0, resid = _clean_pass(model, batch, mode, resid=True)
+    _, state = model.functional(())
     toks, pe = jnp.asarray(batch.tokens), _prefix(batch)
     q, ans = _decision_targets(batch)
-    a0, l0 = _decision_metrics(jax.jit(fn0)(state, toks, None, pe)[0], q, ans)
+    a0, l0 = _decision_metrics(logits0, q, ans)
     r = np.zeros((L, H, 2))
     for l in range(L):
         fn, _ = model.functional((), start=l)
